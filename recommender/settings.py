@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MOVIEREC_",
         extra="forbid",
-        yaml_config_section="settings",
         populate_by_name=True,
     )
 
@@ -74,6 +73,27 @@ class Settings(BaseSettings):
 
     # Validation
     max_rejected_fraction: float = Field(default=0.01, ge=0, le=1)
+
+    # Training, tracking and the registry
+    split: Literal["random-per-user", "random-per-item", "temporal-per-user"] = "random-per-user"
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)
+    seed: int = 42
+    k: int = Field(default=10, ge=1, le=100)
+    tuning_trials: int = Field(default=12, ge=1)
+    use_gpu: bool = Field(default=False, description="Train on CUDA when implicit reports it.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
+        description="Tracking server URI; the default is a SQLite store under data_dir/mlflow.",
+    )
+    mlflow_experiment: str = "movierec"
+    registered_model_name: str = "movie-recommender"
+    promotion_margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="The challenger takes champion when its validation ndcg@k beats the "
+        "champion's by more than this.",
+    )
 
     @field_validator("tmdb_base_url", "tmdb_image_base_url")
     @classmethod
@@ -119,7 +139,11 @@ class Settings(BaseSettings):
         )
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if yaml_file.is_file():
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+            sources.append(
+                YamlConfigSettingsSource(
+                    settings_cls, yaml_file=yaml_file, yaml_config_section="settings"
+                )
+            )
         return tuple(sources)
 
 
