@@ -1,0 +1,121 @@
+"""Writing tables and manifests so that every artifact records what it was made from.
+
+Parquet files are written atomically (temporary file, fsync, rename): a reader never sees a
+half-written table, and a crash leaves the previous version in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+MANIFEST_NAME = "manifest.json"
+
+
+def frame_hash(df: pl.DataFrame) -> str:
+    """Content hash (sha256 hex) of a frame: same columns, dtypes and rows give the same hash.
+
+    Hashes the uncompressed Arrow IPC serialisation of the rechunked frame, which is
+    deterministic for equal frames whatever their chunking.
+    """
+    digest = hashlib.sha256()
+    digest.update(df.rechunk().write_ipc(None, compression="uncompressed").getbuffer())
+    return digest.hexdigest()
+
+
+def combined_hash(hashes: Mapping[str, str]) -> str:
+    """One sha256 over named hashes, independent of the mapping's order."""
+    digest = hashlib.sha256()
+    for name in sorted(hashes):
+        digest.update(f"{name}={hashes[name]}\n".encode())
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(df: pl.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` atomically."""
+    _atomic_write(path, df.write_parquet)
+
+
+def write_json(data: Mapping[str, Any], path: Path) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    payload = (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+    _atomic_write(path, lambda handle: handle.write(payload))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object, with an error that names the file when it is missing or corrupt."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{path} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC string (microsecond precision, so it orders writes)."""
+    return datetime.now(UTC).isoformat()
+
+
+def write_tables(
+    tables: Mapping[str, pl.DataFrame],
+    directory: Path,
+    *,
+    sources: list[dict[str, Any]],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write each table as ``<directory>/<name>.parquet`` plus a ``manifest.json``.
+
+    The manifest lists, per table, its file, row count, columns and content hash, and a
+    ``content_hash`` over all tables, the ``sources`` the tables were made from and
+    ``created_at``. The manifest is written last, so it only ever describes complete files.
+
+    Returns:
+        The manifest as written (JSON types only: paths become strings).
+    """
+    entries: dict[str, dict[str, Any]] = {}
+    for name, df in tables.items():
+        path = directory / f"{name}.parquet"
+        write_parquet(df, path)
+        entries[name] = {
+            "file": path.name,
+            "rows": df.height,
+            "columns": {col: str(dtype) for col, dtype in df.schema.items()},
+            "sha256": frame_hash(df),
+        }
+    manifest: dict[str, Any] = {
+        "created_at": utc_now(),
+        "content_hash": combined_hash({name: e["sha256"] for name, e in entries.items()}),
+        "tables": entries,
+        "sources": sources,
+        **(extra or {}),
+    }
+    manifest = json.loads(json.dumps(manifest, default=str))  # paths etc. as written
+    write_json(manifest, directory / MANIFEST_NAME)
+    return manifest

@@ -1,0 +1,104 @@
+"""Tasks of the data flow: thin shells over ``recommender``; retries live in the decorators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandera.polars as pa
+import polars as pl
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from recommender import catalog, feedback, ingest, movielens, schemas, storage, tmdb
+from recommender.settings import get_settings
+
+NETWORK_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
+
+
+@task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
+def load_movielens(source: str, cache_dir: Path) -> movielens.MovieLensData:
+    """Read a MovieLens directory, zip or URL."""
+    return movielens.load_movielens(source, cache_dir=cache_dir)
+
+
+@task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
+def crawl_tmdb(pages: int | None, movie_ids: list[int]) -> tmdb.CrawlReport:
+    """Crawl TMDB (resuming); settings, credentials included, come from the environment."""
+    return tmdb.crawl_tmdb(get_settings(), pages=pages, movie_ids=movie_ids)
+
+
+@task(cache_policy=NO_CACHE)
+def load_tmdb_details(raw_dir: Path) -> pl.DataFrame:
+    """The crawled TMDB movie details (empty when nothing was crawled)."""
+    return tmdb.load_tmdb_details(raw_dir)
+
+
+@task(cache_policy=NO_CACHE)
+def read_feedback(path: Path) -> feedback.EventLog:
+    """The served feedback events."""
+    return feedback.read_events(path)
+
+
+@task(cache_policy=NO_CACHE)
+def validate_table(
+    df: pl.DataFrame,
+    schema: type[pa.DataFrameModel],
+    name: str,
+    max_rejected_fraction: float,
+    processed_dir: Path,
+) -> schemas.ValidationResult:
+    """Validate one table; rejected rows go to its quarantine table."""
+    return ingest.validate_table(
+        df,
+        schema,
+        name=name,
+        max_rejected_fraction=max_rejected_fraction,
+        processed_dir=processed_dir,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def validate_feedback(
+    log: feedback.EventLog, max_rejected_fraction: float, processed_dir: Path
+) -> schemas.ValidationResult:
+    """Validate the feedback events and count unparseable lines as rejected."""
+    return ingest.validate_feedback(
+        log, max_rejected_fraction=max_rejected_fraction, processed_dir=processed_dir
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def build_catalog(movies: pl.DataFrame, links: pl.DataFrame, details: pl.DataFrame) -> pl.DataFrame:
+    """Join MovieLens movies and links with the TMDB details."""
+    return catalog.build_catalog(movies, links, details if details.height else None)
+
+
+@task(cache_policy=NO_CACHE)
+def combine_interactions(ratings: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """MovieLens ratings plus positive feedback events."""
+    return ingest.combine_interactions(ratings, events)
+
+
+@task(cache_policy=NO_CACHE)
+def write_processed(
+    tables: dict[str, pl.DataFrame],
+    directory: Path,
+    sources: list[dict[str, Any]],
+    validation: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Write the processed tables and their manifest."""
+    return storage.write_tables(
+        tables, directory, sources=sources, extra={"validation": validation}
+    )
+
+
+@task
+def publish_validation_summary(results: list[schemas.ValidationResult]) -> None:
+    """The validation summary as a Prefect markdown artifact."""
+    create_markdown_artifact(
+        "# Validation summary\n\n" + schemas.validation_summary_markdown(results),
+        key="validation-summary",
+        description="Rows in, valid and quarantined per table",
+    )

@@ -1,0 +1,112 @@
+"""The data flow end to end under a real (temporary) Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recommender.feedback import FeedbackEvent, append_events
+from recommender.schemas import TooManyRejectedError
+from tests.fake_tmdb import FakeTMDB
+
+pytestmark = pytest.mark.integration
+
+
+def _dataset(directory: Path, tmdb_ids: list[int]) -> Path:
+    """Three movies linked to the given TMDB ids and six ratings, one of them out of range."""
+    directory.mkdir()
+    (directory / "movies.csv").write_text(
+        "movieId,title,genres\n1,Alpha (1999),Drama\n2,Beta (2001),Comedy|Drama\n3,Gamma,"
+        "(no genres listed)\n"
+    )
+    links = "".join(f"{i},{1000000 + i:07d},{t}\n" for i, t in enumerate(tmdb_ids, start=1))
+    (directory / "links.csv").write_text("movieId,imdbId,tmdbId\n" + links)
+    (directory / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.0,101\n2,1,5.0,102\n"
+        "2,3,2.5,103\n3,2,4.5,104\n3,3,9.0,105\n"
+    )
+    return directory
+
+
+def _artifact_keys() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    async def read() -> set[str]:
+        async with get_client() as client:
+            return {artifact.key for artifact in await client.read_artifacts() if artifact.key}
+
+    return asyncio.run(read())
+
+
+def test_data_flow_writes_processed_tables_with_crawled_details(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.data_pipeline import data_pipeline
+
+    with FakeTMDB(movies=30) as tmdb:
+        popular = tmdb.list_ids("/movie/popular", 1)
+        dataset = _dataset(tmp_path / "ml", [popular[0], popular[1], 999_999])
+        data_dir = tmp_path / "data"
+        monkeypatch.setenv("MOVIEREC_DATA_DIR", str(data_dir))
+        monkeypatch.setenv("MOVIEREC_TMDB_BASE_URL", tmdb.base_url)
+        monkeypatch.setenv("TMDB_API_KEY", tmdb.api_key)
+        monkeypatch.setenv("MOVIEREC_CRAWL_RATE_LIMIT", "500")
+        monkeypatch.setenv("MOVIEREC_MAX_REJECTED_FRACTION", "0.5")
+        feedback_log = data_dir / "raw" / "feedback" / "events.jsonl"
+        append_events(
+            feedback_log,
+            [
+                FeedbackEvent(user_id=4, movie_id=1, event="like", timestamp=200.0),
+                FeedbackEvent(user_id=4, movie_id=2, event="dislike", timestamp=201.0),
+                FeedbackEvent(user_id=4, movie_id=3, event="rating", value=4.0, timestamp=202.0),
+            ],
+        )
+        with feedback_log.open("a") as handle:
+            handle.write("not json\n")
+
+        manifest = data_pipeline(ratings=str(dataset), pages=1)
+
+    processed = data_dir / "processed"
+    assert json.loads((processed / "manifest.json").read_text()) == manifest
+    movies = pl.read_parquet(processed / "movies.parquet").sort("movie_id")
+    assert movies["movie_id"].to_list() == [1, 2, 3]  # movie 3 has no TMDB details but stays
+    assert movies["poster_path"][0] == tmdb.movies[popular[0]]["poster_path"]
+    assert movies["poster_path"][2] is None
+    assert (data_dir / "raw" / "tmdb").is_dir()
+
+    interactions = pl.read_parquet(processed / "interactions.parquet")
+    assert interactions.height == 5 + 2  # the 9.0 rating is quarantined; dislike is no interaction
+    assert sorted(interactions.filter(source="feedback")["rating"].to_list()) == [4.0, 5.0]
+    quarantine = pl.read_parquet(processed / "quarantine" / "ratings.parquet")
+    assert quarantine["rating"].to_list() == [9.0]
+    assert quarantine["reason"].to_list() == ["rating: in_range(0.5, 5.0)"]
+    assert pl.read_parquet(processed / "quarantine" / "feedback_lines.parquet").height == 1
+
+    assert manifest["tables"]["interactions"]["rows"] == interactions.height
+    assert {source["kind"] for source in manifest["sources"]} == {"movielens", "tmdb", "feedback"}
+    assert manifest["content_hash"]
+    assert "validation-summary" in _artifact_keys()
+    key_leaks = [
+        p for p in data_dir.rglob("*") if p.is_file() and tmdb.api_key.encode() in p.read_bytes()
+    ]
+    assert key_leaks == []
+
+
+def test_data_flow_fails_loudly_when_too_many_rows_are_rejected(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.data_pipeline import data_pipeline
+
+    dataset = _dataset(tmp_path / "ml", [11, 18, 25])
+    monkeypatch.setenv("MOVIEREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TMDB_API_KEY", raising=False)
+    monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
+    with pytest.raises(TooManyRejectedError, match="ratings: 1 of 6 rows"):
+        data_pipeline(ratings=str(dataset), crawl=False)
+    quarantine = tmp_path / "data" / "processed" / "quarantine" / "ratings.parquet"
+    assert pl.read_parquet(quarantine)["rating"].to_list() == [9.0]
+    assert not (tmp_path / "data" / "processed" / "manifest.json").exists()
