@@ -21,13 +21,14 @@ MANIFEST_NAME = "manifest.json"
 
 
 def frame_hash(df: pl.DataFrame) -> str:
-    """Content hash (sha256 hex) of a frame: same columns, dtypes and rows give the same hash.
+    """Content hash (sha256 hex) of a frame: same columns, dtypes and rows in the same order
+    give the same hash, whatever the frame's chunking or the bytes under its null slots.
 
-    Hashes the uncompressed Arrow IPC serialisation of the rechunked frame, which is
-    deterministic for equal frames whatever their chunking.
+    Digests the schema and polars' row hashes, which are stable within one polars version (the
+    version is part of the digest, so an upgrade changes hashes instead of colliding).
     """
-    digest = hashlib.sha256()
-    digest.update(df.rechunk().write_ipc(None, compression="uncompressed").getbuffer())
+    digest = hashlib.sha256(f"polars {pl.__version__}\n{list(df.schema.items())}\n".encode())
+    digest.update(df.hash_rows(seed=0).to_numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -119,3 +120,33 @@ def write_tables(
     manifest = json.loads(json.dumps(manifest, default=str))  # paths etc. as written
     write_json(manifest, directory / MANIFEST_NAME)
     return manifest
+
+
+def read_tables(
+    directory: Path, names: tuple[str, ...]
+) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+    """Read tables written by :func:`write_tables`, checking them against their manifest.
+
+    Raises:
+        FileNotFoundError: The directory has no manifest (the step that writes it has not run).
+        ValueError: A table is missing from the manifest or its content hash does not match.
+    """
+    manifest_path = directory / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{manifest_path} does not exist: run the data flow first (movierec data)"
+        )
+    manifest = read_json(manifest_path)
+    tables = {}
+    for name in names:
+        entry = manifest.get("tables", {}).get(name)
+        if entry is None:
+            raise ValueError(f"{manifest_path} lists no table {name!r}")
+        df = pl.read_parquet(directory / entry["file"])
+        if frame_hash(df) != entry["sha256"]:
+            raise ValueError(
+                f"{directory / entry['file']} does not match its manifest {manifest_path} "
+                "(changed after it was written); run the data flow again"
+            )
+        tables[name] = df
+    return tables, manifest

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recommender.storage import combined_hash, frame_hash, read_json, write_tables
+from recommender.storage import combined_hash, frame_hash, read_json, read_tables, write_tables
 
 
 def test_frame_hash_depends_on_content_not_on_chunking() -> None:
@@ -50,3 +50,31 @@ def test_read_json_names_the_file_when_it_is_corrupt(tmp_path: Path) -> None:
         read_json(path)
     with pytest.raises(FileNotFoundError, match="missing.json does not exist"):
         read_json(tmp_path / "missing.json")
+
+
+def test_frame_hash_survives_a_parquet_round_trip_with_nulls(tmp_path: Path) -> None:
+    df = pl.DataFrame(
+        {"s": [None, "a", None], "g": [["x"], None, []], "f": [None, 1.5, None]},
+        schema={"s": pl.String, "g": pl.List(pl.String), "f": pl.Float64},
+    ).join(
+        pl.DataFrame({"s": ["a"], "extra": [None]}, schema={"s": pl.String, "extra": pl.String}),
+        on="s",
+        how="left",
+    )
+    df.write_parquet(tmp_path / "t.parquet")
+    assert frame_hash(pl.read_parquet(tmp_path / "t.parquet")) == frame_hash(df)
+    assert frame_hash(df.with_columns(pl.col("f").fill_null(0.0))) != frame_hash(df)
+
+
+def test_read_tables_checks_the_manifest(tmp_path: Path) -> None:
+    movies = pl.DataFrame({"movie_id": [1, 2]})
+    write_tables({"movies": movies}, tmp_path, sources=[])
+    tables, manifest = read_tables(tmp_path, ("movies",))
+    assert tables["movies"].equals(movies)
+    with pytest.raises(ValueError, match="lists no table 'ratings'"):
+        read_tables(tmp_path, ("ratings",))
+    pl.DataFrame({"movie_id": [1, 3]}).write_parquet(tmp_path / "movies.parquet")
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        read_tables(tmp_path, ("movies",))
+    with pytest.raises(FileNotFoundError, match="run the data flow first"):
+        read_tables(tmp_path / "nowhere", ("movies",))
