@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     seed: int = 42
     k: int = Field(default=10, ge=1, le=100)
     tuning_trials: int = Field(default=12, ge=1)
+    feature_version: str | None = Field(
+        default=None,
+        description="Train on this stored feature version instead of building features anew.",
+    )
     use_gpu: bool = Field(default=False, description="Train on CUDA when implicit reports it.")
     mlflow_tracking_uri: str | None = Field(
         default=None,
@@ -94,6 +98,21 @@ class Settings(BaseSettings):
         description="The challenger takes champion when its validation ndcg@k beats the "
         "champion's by more than this.",
     )
+
+    # --- Serving (bentos/service.py, recommender/serving.py) -----------------------------------
+    bento_model_tag: str = Field(
+        default="movie-recommender:latest",
+        description="The BentoML model the service loads; 'latest' is the newest imported "
+        "champion.",
+    )
+    frontend_dist: Path = Field(
+        default=PROJECT_ROOT / "frontend" / "dist",
+        description="The built web page, served at / when the directory exists.",
+    )
+    serve_max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Larger request bodies get a 413."
+    )
+    # ---------------------------------------------------------------------------------------------
 
     @field_validator("tmdb_base_url", "tmdb_image_base_url")
     @classmethod
