@@ -1,0 +1,111 @@
+"""The movierec command line as a user runs it: a subprocess, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _movierec(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+        env={"PATH": "/usr/bin:/bin", "MOVIEREC_DATA_DIR": str(cwd)},
+    )
+
+
+@pytest.fixture
+def ml100k_zip(tmp_path: Path) -> Path:
+    """An ml-100k layout zip: 60 users in two taste groups over 40 movies."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for user in range(1, 61):
+        liked = range(1 + user % 2, 41, 2)  # odd users like even movies and vice versa
+        for movie in rng.choice(list(liked), size=12, replace=False):
+            lines.append(f"{user}\t{movie}\t{rng.integers(1, 6)}\t{880000000 + len(lines)}\n")
+    flags = "|".join(["0"] * 18 + ["1"])
+    items = "".join(f"{m}|Movie {m} (1995)|01-Jan-1995||http://x|{flags}\n" for m in range(1, 41))
+    path = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ml-100k/u.data", "".join(lines))
+        archive.writestr("ml-100k/u.item", items)
+    return path
+
+
+def test_evaluate_prints_one_json_object(ml100k_zip: Path, tmp_path: Path) -> None:
+    result = _movierec(
+        "evaluate",
+        "--ratings",
+        str(ml100k_zip),
+        "--trials",
+        "2",
+        "--k",
+        "5",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["dataset"], report["split"], report["k"]) == ("ml-100k", "random-per-user", 5)
+    assert set(report["models"]) == {"als", "popularity", "item_knn"}
+    als = report["models"]["als"]
+    assert {"precision", "recall", "ndcg", "map", "coverage", "params"} <= set(als)
+    # two clean taste groups: ALS must find them, popularity cannot
+    assert als["ndcg"] > report["models"]["popularity"]["ndcg"]
+
+
+def test_evaluate_prints_a_table(ml100k_zip: Path, tmp_path: Path) -> None:
+    result = _movierec(
+        "evaluate", "--ratings", str(ml100k_zip), "--trials", "1", "--split", "temporal-per-user",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ndcg@10" in result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines()[2:5]] == [
+        "als",
+        "popularity",
+        "item_knn",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate", "--ratings", "/nowhere/ml"], "/nowhere/ml"),
+        (["evaluate", "--ratings", "x", "--k", "0"], "--k: must be at least 1"),
+        (["evaluate", "--ratings", "x", "--test-fraction", "1.5"], "must be between 0 and 1"),
+        (["evaluate", "--ratings", "x", "--split", "sideways"], "invalid choice: 'sideways'"),
+        (["data", "--pages", "many"], "expected a whole number"),
+    ],
+)
+def test_bad_arguments_say_what_to_fix(args: list[str], message: str, tmp_path: Path) -> None:
+    result = _movierec(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_ratings_file_with_bad_rows_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\n2,B (2000),Drama\n")
+    (bad / "links.csv").write_text("movieId,imdbId,tmdbId\n1,0000001,1\n2,0000002,2\n")
+    (bad / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\nabc,1,4.0,1\n1,2,7.5,2\n2,1,4.0,3\n"
+    )
+    result = _movierec("evaluate", "--ratings", str(bad), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"ratings of {bad}: 2 of 3 rows" in result.stderr
+    assert "rating: in_range(0.5, 5.0)" in result.stderr
+    assert "Traceback" not in result.stderr
