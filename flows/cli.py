@@ -71,6 +71,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from flows.batch_prediction import batch_prediction_flow
+
+    batch_prediction_flow(k=args.k)
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_ratings_source(
         args.ratings,
@@ -106,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_cmd_train)
 
+    predict = commands.add_parser(
+        "predict", help="write the champion's top-k for every known user as Parquet"
+    )
+    predict.add_argument("--k", type=_positive_int, help="per user (default: MOVIEREC_K)")
+    predict.set_defaults(handler=_cmd_predict)
+
     evaluate = commands.add_parser(
         "evaluate", help="score tuned ALS and the baselines on a MovieLens dataset"
     )
@@ -136,9 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as exc:
-        # Bad input (files, URLs, settings) is reported as ValueError or FileNotFoundError
-        # subclasses whose message says what to fix; MOVIEREC_DEBUG=1 shows the traceback.
+    except (ValueError, LookupError, OSError) as exc:
+        # Bad input (files, URLs, settings), missing prerequisites (no processed data, no
+        # champion) and unreachable servers raise these with a message that says what to fix;
+        # MOVIEREC_DEBUG=1 shows the traceback.
         if os.environ.get("MOVIEREC_DEBUG"):
             raise
         print(f"movierec {args.command}: error: {exc}", file=sys.stderr)

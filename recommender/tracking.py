@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from recommender.evaluation import EvaluationReport
+from recommender.model import ALSRecommender
 from recommender.settings import Settings
 
 CHAMPION = "champion"
@@ -302,3 +303,39 @@ def register_and_promote(
             client.set_registered_model_alias(name, CHAMPION, champion_version)
         raise
     return decision
+
+
+class NoChampionError(LookupError):
+    """The registered model has no ``champion`` alias yet."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The champion model version and the recommender it wraps."""
+
+    registered_model: str
+    version: str
+    run_id: str
+    model: ALSRecommender
+
+
+def load_champion(client: MlflowClient, name: str) -> Champion:
+    """Load the ``champion`` version of ``name`` from the registry.
+
+    Raises:
+        NoChampionError: No version holds the alias (train a model first).
+    """
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        raise NoChampionError(
+            f"registered model {name!r} has no {CHAMPION!r} version at {client.tracking_uri}; "
+            "run the training flow (movierec train) first"
+        ) from exc
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    return Champion(
+        registered_model=name,
+        version=str(version.version),
+        run_id=version.run_id or "",
+        model=pyfunc.unwrap_python_model().model,
+    )

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from recommender.feature_store import FeatureVersionNotFoundError
 from recommender.settings import EMBEDDED_MOVIELENS
-from recommender.tracking import TrackingUnavailableError
+from recommender.tracking import NoChampionError, TrackingUnavailableError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,6 +49,7 @@ def _noisy_copy(target: Path) -> Path:
 def test_first_model_becomes_champion_and_a_worse_one_does_not(
     prefect_harness: None, data_dir: Path, tmp_path: Path
 ) -> None:
+    from flows.batch_prediction import batch_prediction_flow
     from flows.data_pipeline import data_pipeline
     from flows.training import training_flow
 
@@ -83,6 +84,15 @@ def test_first_model_becomes_champion_and_a_worse_one_does_not(
     assert top.groupby("user_id").size().to_dict() == {1: 5, 2: 5}
     assert not top["fallback"].any()
 
+    # batch predictions come from the champion (v1), not the newer challenger
+    manifest = batch_prediction_flow(k=3)
+    predictions = pl.read_parquet(data_dir / "predictions" / "1" / "predictions.parquet")
+    assert manifest["sources"][0]["version"] == "1"
+    assert manifest["users"] == 610 == predictions["user_id"].n_unique()
+    assert predictions.height == 610 * 3
+    first_user = predictions.filter(user_id=1).sort("rank")
+    assert first_user["movie_id"].to_list() == top[top.user_id == 1]["movie_id"].head(3).tolist()
+
 
 def test_unreachable_tracking_server_fails_before_any_work(
     prefect_harness: None, data_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -96,6 +106,15 @@ def test_unreachable_tracking_server_fails_before_any_work(
     with pytest.raises(TrackingUnavailableError, match="fix MLFLOW_TRACKING_URI"):
         training_flow()
     assert not (data_dir / "features").exists()
+
+
+def test_batch_prediction_without_a_champion_says_to_train_first(
+    prefect_harness: None, data_dir: Path
+) -> None:
+    from flows.batch_prediction import batch_prediction_flow
+
+    with pytest.raises(NoChampionError, match="run the training flow"):
+        batch_prediction_flow()
 
 
 def test_unknown_feature_version_names_the_setting(
