@@ -1,0 +1,91 @@
+import { render, screen, waitFor, within } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import App from './App.jsx';
+import { fakeApi } from './test/fakeApi.js';
+import { movie } from './test/movies.js';
+
+const MOVIES = Array.from({ length: 30 }, (_, index) =>
+  movie({ movie_id: index + 1, title: index === 0 ? 'Toy Story' : `Film ${index + 1}`, year: 1990 + (index % 20) }),
+);
+const ranked = (movies, fallback = false) => ({
+  model_version: '4',
+  fallback,
+  movies: movies.map((m) => ({ ...m, score: 1 })),
+});
+
+let server;
+
+beforeEach(() => {
+  window.sessionStorage.clear();
+  server = fakeApi({
+    popular: ({ k }) => ranked(MOVIES.slice(0, k)),
+    recommend: ({ user_id: userId }) => (userId === 1 ? ranked(MOVIES.slice(20, 25)) : ranked(MOVIES.slice(0, 5), true)),
+    recommend_for_liked: () => ranked(MOVIES.slice(25, 28)),
+    movies: ({ query }) => {
+      const items = MOVIES.filter((m) => m.title.toLowerCase().includes(query.toLowerCase()));
+      return { items, total: items.length, page: 1, page_size: 20 };
+    },
+    similar: () => ranked(MOVIES.slice(10, 12)),
+    feedback: (event) => ({ ...event, value: null, timestamp: 1 }),
+  });
+  vi.stubGlobal('fetch', server.fetch);
+});
+
+afterEach(() => vi.unstubAllGlobals());
+
+const section = (name) => screen.findByRole('region', { name });
+
+describe('App', () => {
+  it('shows popular movies and the model version', async () => {
+    render(<App />);
+    const popular = await section('Popular');
+    expect(await within(popular).findAllByRole('listitem')).toHaveLength(20);
+    expect(screen.getByTestId('model-version')).toHaveTextContent('4');
+  });
+
+  it("shows a known user's recommendations, and says when popular movies stand in", async () => {
+    const user = userEvent.setup();
+    render(<App />);
+    await user.type(screen.getByLabelText('User id'), '1{Enter}');
+    const forYou = await section('Recommended for you');
+    expect(await within(forYou).findByRole('button', { name: 'Film 21 (1990)' })).toBeInTheDocument();
+    expect(within(forYou).queryByText(/No history for this user/)).toBeNull();
+
+    await user.clear(screen.getByLabelText('User id'));
+    await user.type(screen.getByLabelText('User id'), '999{Enter}');
+    expect(await within(forYou).findByText('No history for this user: showing popular movies')).toBeInTheDocument();
+    expect(server.callsTo('recommend').map((body) => body.user_id)).toEqual([1, 999]);
+  });
+
+  it('recommends from likes and posts every like and click as the session visitor', async () => {
+    const user = userEvent.setup();
+    render(<App />);
+    await user.click(await screen.findByRole('button', { name: 'Like: Toy Story' }));
+    await user.click(screen.getByRole('button', { name: 'Like: Film 2' }));
+    const liked = await section('Because you liked Toy Story and Film 2');
+    expect(await within(liked).findAllByRole('listitem')).toHaveLength(3);
+    await waitFor(() => expect(server.callsTo('recommend_for_liked').at(-1)).toMatchObject({ liked_movie_ids: [1, 2] }));
+
+    await user.click(screen.getByRole('button', { name: 'Film 3 (1992)' }));
+    expect(await screen.findByRole('dialog', { name: 'Film 3' })).toBeInTheDocument();
+
+    const visitor = Number(window.sessionStorage.getItem('movierec.visitor'));
+    expect(visitor).toBeGreaterThan(1_000_000_000);
+    expect(server.callsTo('feedback')).toEqual([
+      { user_id: visitor, movie_id: 1, event: 'like' },
+      { user_id: visitor, movie_id: 2, event: 'like' },
+      { user_id: visitor, movie_id: 3, event: 'click' },
+    ]);
+  });
+
+  it('searches by title', async () => {
+    const user = userEvent.setup();
+    render(<App />);
+    await user.type(screen.getByRole('searchbox', { name: 'Search movies by title' }), 'toy');
+    const results = await section('Titles with “toy”');
+    expect(await within(results).findAllByRole('listitem')).toHaveLength(1);
+    expect(within(results).getByText('1 movie')).toBeInTheDocument();
+    expect(screen.queryByRole('region', { name: 'Popular' })).toBeNull();
+  });
+});

@@ -1,0 +1,72 @@
+// The Bento API: every method is `POST /<method>` with a JSON body of its parameters.
+import { API_BASE_URL } from './config.js';
+
+export class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+  }
+}
+
+// The model version named by the latest model response, for whoever shows it (the footer).
+let modelVersion = null;
+const versionListeners = new Set();
+
+export function getModelVersion() {
+  return modelVersion;
+}
+
+export function subscribeModelVersion(listener) {
+  versionListeners.add(listener);
+  return () => versionListeners.delete(listener);
+}
+
+async function post(method, body, { signal, keepalive } = {}) {
+  const response = await fetch(`${API_BASE_URL}${method}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify(body),
+    signal,
+    keepalive,
+  });
+  const payload = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new ApiError(payload?.error ?? `${method} answered HTTP ${response.status}`, response.status);
+  }
+  if (payload?.model_version && payload.model_version !== modelVersion) {
+    modelVersion = payload.model_version;
+    versionListeners.forEach((listener) => listener());
+  }
+  return payload;
+}
+
+/** One page of the catalog, most popular first; `query` keeps titles containing it. */
+export function searchMovies({ query, page = 1, pageSize }, options) {
+  return post('movies', { query, page, page_size: pageSize }, options);
+}
+
+export function popular({ k, genre }, options) {
+  return post('popular', { k, genre }, options);
+}
+
+export function recommend(userId, { k, exclude = [] }, options) {
+  return post('recommend', { user_id: userId, k, exclude_movie_ids: exclude }, options);
+}
+
+export function recommendForLiked(likedIds, { k, exclude = [] }, options) {
+  return post('recommend_for_liked', { liked_movie_ids: likedIds, k, exclude_movie_ids: exclude }, options);
+}
+
+export function similar(movieId, { k }, options) {
+  return post('similar', { movie_id: movieId, k }, options);
+}
+
+export function explain(userId, movieId, { n }, options) {
+  return post('explain', { user_id: userId, movie_id: movieId, n }, options);
+}
+
+/** Record a `click`, `like` or `dislike`; keepalive lets it finish when the page goes away. */
+export function sendFeedback({ userId, movieId, event }) {
+  return post('feedback', { user_id: userId, movie_id: movieId, event }, { keepalive: true });
+}

@@ -1,0 +1,99 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import * as api from './api.js';
+
+function answer(body, status = 200) {
+  return { ok: status < 400, status, json: async () => body };
+}
+
+let fetchMock;
+
+beforeEach(() => {
+  fetchMock = vi.fn(async () => answer({ model_version: '3', fallback: false, movies: [] }));
+  vi.stubGlobal('fetch', fetchMock);
+});
+
+afterEach(() => {
+  vi.unstubAllGlobals();
+});
+
+function sent() {
+  expect(fetchMock).toHaveBeenCalledTimes(1);
+  const [url, init] = fetchMock.mock.calls[0];
+  expect(init.method).toBe('POST');
+  expect(init.headers['Content-Type']).toBe('application/json');
+  return { url, body: JSON.parse(init.body), init };
+}
+
+describe('api requests', () => {
+  it.each([
+    ['movies', () => api.searchMovies({ query: 'toy', page: 2, pageSize: 20 }), { query: 'toy', page: 2, page_size: 20 }],
+    ['popular', () => api.popular({ k: 40, genre: 'Comedy' }), { k: 40, genre: 'Comedy' }],
+    ['popular', () => api.popular({ k: 20 }), { k: 20 }],
+    ['recommend', () => api.recommend(7, { k: 12, exclude: [3] }), { user_id: 7, k: 12, exclude_movie_ids: [3] }],
+    [
+      'recommend_for_liked',
+      () => api.recommendForLiked([1, 2, 3], { k: 12 }),
+      { liked_movie_ids: [1, 2, 3], k: 12, exclude_movie_ids: [] },
+    ],
+    ['similar', () => api.similar(260, { k: 8 }), { movie_id: 260, k: 8 }],
+    ['explain', () => api.explain(7, 260, { n: 5 }), { user_id: 7, movie_id: 260, n: 5 }],
+    [
+      'feedback',
+      () => api.sendFeedback({ userId: 1_000_000_123, movieId: 1, event: 'like' }),
+      { user_id: 1_000_000_123, movie_id: 1, event: 'like' },
+    ],
+  ])('POSTs %s with the method parameters as a flat JSON body', async (method, call, body) => {
+    await call();
+    const { url, body: payload } = sent();
+    expect(url).toBe(method); // relative: same origin as the page, under any mount prefix
+    expect(payload).toEqual(body);
+  });
+
+  it('passes the abort signal through', async () => {
+    const controller = new AbortController();
+    await api.similar(1, { k: 8 }, { signal: controller.signal });
+    expect(sent().init.signal).toBe(controller.signal);
+  });
+
+  it('sends feedback with keepalive so it outlives the page', async () => {
+    await api.sendFeedback({ userId: 1, movieId: 1, event: 'click' });
+    expect(sent().init.keepalive).toBe(true);
+  });
+
+  it('returns the parsed response', async () => {
+    const page = { items: [], total: 0, page: 1, page_size: 20 };
+    fetchMock.mockResolvedValueOnce(answer(page));
+    await expect(api.searchMovies({ query: 'zzz', pageSize: 20 })).resolves.toEqual(page);
+  });
+});
+
+describe('api errors', () => {
+  it("throws an ApiError with the service's message and status", async () => {
+    fetchMock.mockResolvedValueOnce(answer({ error: 'unknown movie id(s) 99: use ids from /movies' }, 404));
+    const error = await api.similar(99, { k: 8 }).catch((caught) => caught);
+    expect(error).toBeInstanceOf(api.ApiError);
+    expect(error.status).toBe(404);
+    expect(error.message).toBe('unknown movie id(s) 99: use ids from /movies');
+  });
+
+  it('names the method and status when the body is not JSON', async () => {
+    fetchMock.mockResolvedValueOnce({ ok: false, status: 502, json: async () => JSON.parse('<html>') });
+    await expect(api.popular({ k: 1 })).rejects.toThrow('popular answered HTTP 502');
+  });
+});
+
+describe('model version', () => {
+  it('remembers the version of the latest model response and tells subscribers', async () => {
+    const listener = vi.fn();
+    const unsubscribe = api.subscribeModelVersion(listener);
+    fetchMock.mockResolvedValueOnce(answer({ model_version: '12', fallback: false, movies: [] }));
+    await api.popular({ k: 1 });
+    expect(api.getModelVersion()).toBe('12');
+    expect(listener).toHaveBeenCalledTimes(1);
+
+    fetchMock.mockResolvedValueOnce(answer({ items: [], total: 0, page: 1, page_size: 20 }));
+    await api.searchMovies({ query: 'x', pageSize: 20 }); // no version: keeps the last one
+    expect(api.getModelVersion()).toBe('12');
+    unsubscribe();
+  });
+});
