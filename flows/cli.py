@@ -59,8 +59,13 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from flows.data_pipeline import data_pipeline
+    from flows.task_runners import configured_task_runner
+    from recommender.settings import get_settings
 
-    data_pipeline(ratings=args.ratings, pages=args.pages, crawl=not args.no_crawl)
+    runner = configured_task_runner(get_settings())  # MOVIEREC_TASK_RUNNER: thread or dask
+    data_pipeline.with_options(task_runner=runner)(
+        ratings=args.ratings, pages=args.pages, crawl=not args.no_crawl
+    )
     return 0
 
 

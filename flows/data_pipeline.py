@@ -33,10 +33,10 @@ def data_pipeline(
     ml = data.load_movielens(
         ratings or settings.ratings_source, settings.data_dir / "cache" / "movielens"
     )
+    crawl_run = None
     if crawl and settings.has_tmdb_credentials:
         tmdb_ids = ml.links.get_column("tmdb_id").drop_nulls().unique().sort().to_list()
-        report = data.crawl_tmdb(pages, tmdb_ids)
-        logger.info("TMDB crawl: %s", asdict(report))
+        crawl_run = data.crawl_tmdb.submit(pages, tmdb_ids)
     elif crawl:
         logger.warning(
             "Skipping the TMDB crawl: no credentials. Set TMDB_API_KEY (v3) or TMDB_API_TOKEN "
@@ -45,17 +45,25 @@ def data_pipeline(
     else:
         logger.info("Skipping the TMDB crawl (--no-crawl).")
 
-    movies = data.validate_table(ml.movies, MoviesSchema, "movies", limit, processed)
-    links = data.validate_table(ml.links, LinksSchema, "links", limit, processed)
-    details = data.validate_table(
+    # Submitted: the crawl and the validations run concurrently on the configured task runner
+    # (MOVIEREC_TASK_RUNNER: threads, or Dask); only the TMDB details wait for the crawl.
+    validations = [
+        data.validate_table.submit(ml.movies, MoviesSchema, "movies", limit, processed),
+        data.validate_table.submit(ml.links, LinksSchema, "links", limit, processed),
+        data.validate_table.submit(ml.ratings, RatingsSchema, "ratings", limit, processed),
+        data.validate_feedback.submit(data.read_feedback(settings.feedback_log), limit, processed),
+    ]
+    if crawl_run is not None:
+        logger.info("TMDB crawl: %s", asdict(crawl_run.result()))
+    details_run = data.validate_table.submit(
         data.load_tmdb_details(settings.raw_dir),
         TmdbDetailsSchema,
         "tmdb_details",
         limit,
         processed,
     )
-    ratings_result = data.validate_table(ml.ratings, RatingsSchema, "ratings", limit, processed)
-    feedback = data.validate_feedback(data.read_feedback(settings.feedback_log), limit, processed)
+    movies, links, ratings_result, feedback = (run.result() for run in validations)
+    details = details_run.result()
     results = [movies, links, details, ratings_result, feedback]
     data.publish_validation_summary(results)
 
