@@ -99,6 +99,19 @@ class Settings(BaseSettings):
         "champion's by more than this.",
     )
 
+    # --- Prefect task runner (flows/task_runners.py) ---------------------------------------------
+    task_runner: Literal["thread", "dask"] = Field(
+        default="thread",
+        description="Where a flow's submitted tasks run: a thread pool in the flow's process, "
+        "or Dask.",
+    )
+    dask_scheduler_address: str | None = Field(
+        default=None,
+        description="With task_runner 'dask': the scheduler to use (e.g. tcp://dask:8786); "
+        "unset, each flow run starts a temporary local cluster.",
+    )
+    # ---------------------------------------------------------------------------------------------
+
     # --- Serving (bentos/service.py, recommender/serving.py) -----------------------------------
     bento_model_tag: str = Field(
         default="movie-recommender:latest",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -14,11 +15,13 @@ import pytest
 
 from recommender.movielens import ML100K_GENRES
 
-# --- implicit (ALS tests) -------------------------------------------------------------------
 # implicit warns (and warnings are errors) unless OpenBLAS is single-threaded. OpenBLAS reads
 # this when numpy is first imported, so nothing imported above may import numpy.
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
-# ---------------------------------------------------------------------------------------------
+# One BentoML home for the session, set before anything imports bentoml (which reads it once):
+# in-process imports and `bentoml serve` subprocesses share it, and ~/bentoml is never touched.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="movierec-test-bentoml-")
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 ML_LATEST_FILES = {
     "ratings.csv": (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import bentoml
 import mlflow
 import numpy as np
 import pandas as pd
@@ -56,6 +57,9 @@ def test_first_model_becomes_champion_and_a_worse_one_does_not(
     data_pipeline(crawl=False)
     first = training_flow()
     assert first["decision"]["promoted"] is True
+    bento = bentoml.bentos.get(first["bento_tag"])  # the champion was packaged as a Bento
+    assert bento.info.labels["model_version"] == "1"
+    assert bento.info.labels["run_id"] == first["run_id"]
     assert first["metrics"]["als"]["ndcg"] > first["metrics"]["popularity"]["ndcg"]
 
     data_pipeline(ratings=str(_noisy_copy(tmp_path / "noisy")), crawl=False)
@@ -63,6 +67,7 @@ def test_first_model_becomes_champion_and_a_worse_one_does_not(
     assert second["decision"]["promoted"] is False
     assert "does not beat" in second["decision"]["reason"]
     assert second["feature_version"] != first["feature_version"]
+    assert second["bento_tag"] is None  # no promotion, no new Bento
 
     client = MlflowClient()
     champion = client.get_model_version_by_alias("movie-recommender", "champion")
@@ -74,6 +79,7 @@ def test_first_model_becomes_champion_and_a_worse_one_does_not(
     assert run.data.params["feature_version"] == first["feature_version"]
     assert run.data.metrics["val_ndcg_at_10"] == pytest.approx(first["decision"]["challenger_ndcg"])
     assert run.data.tags["promotion.promoted"] == "true"
+    assert run.data.tags["bento_tag"] == first["bento_tag"]
     assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [first["feature_version"]]
     assert not any(SECRET in str(value) for value in run.data.params.values())
     artifacts = {a.path for a in client.list_artifacts(first["run_id"], "evaluation")}

@@ -1,0 +1,91 @@
+"""Fixtures of the service tests: a model trained on the embedded MovieLens sample and imported
+into a temporary BentoML home, and the service both in this process and as ``bentoml serve``.
+
+The environment the service reads (``BENTOML_HOME``, ``MOVIEREC_DATA_DIR``, ...) is set only
+while a fixture imports or starts it, so the other tests keep their own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from recommender.catalog import build_catalog
+from recommender.model import train_als
+from recommender.movielens import load_movielens
+from recommender.settings import EMBEDDED_MOVIELENS, PROJECT_ROOT
+from tests.service_harness import HOST, ServingEnv, environment, free_port, running_server
+
+
+@pytest.fixture(scope="session")
+def serving_env(tmp_path_factory: pytest.TempPathFactory) -> ServingEnv:
+    """ALS trained on the embedded sample (model_version "1"), imported into a fresh store."""
+    root = tmp_path_factory.mktemp("serving")
+    dist = root / "frontend-dist"
+    (dist / "assets").mkdir(parents=True)
+    (dist / "index.html").write_text("<!doctype html><title>movierec</title>")
+    (dist / "assets" / "app.js").write_text("console.log('movierec')\n")
+    data = load_movielens(EMBEDDED_MOVIELENS)
+    model = train_als(data.ratings, movies=data.movies)
+    model.save(root / "trained" / "model")
+    build_catalog(data.movies, data.links).write_parquet(root / "trained" / "catalog.parquet")
+    env = {
+        "BENTOML_HOME": os.environ["BENTOML_HOME"],  # the session's (tests/conftest.py)
+        "MOVIEREC_DATA_DIR": str(root / "data"),
+        "MOVIEREC_FRONTEND_DIST": str(dist),
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    with environment(env):
+        from bentos.store import import_model
+
+        tag = import_model(
+            root / "trained" / "model",
+            root / "trained" / "catalog.parquet",
+            labels={"model_version": "1", "run_id": "run-abc", "feature_version": "fv-1"},
+            metadata={"validation_ndcg": 0.25},
+        )
+    return ServingEnv(
+        env=env,
+        data_dir=root / "data",
+        frontend_dist=dist,
+        model_tag=tag,
+    )
+
+
+@pytest.fixture(scope="session")
+def service_url(serving_env: ServingEnv) -> Iterator[str]:
+    """The service's ASGI app in this process, behind uvicorn on a loopback port."""
+    with environment(serving_env.env):
+        from bentos.service import MovieRecommender
+
+        app = MovieRecommender.to_asgi()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the in-process service did not start")
+            thread.join(0.05)
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+@pytest.fixture(scope="session")
+def served_url(serving_env: ServingEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``bentoml serve bentos.service:MovieRecommender`` as a subprocess (two workers)."""
+    port = free_port()
+    command = [sys.executable, "-m", "bentoml", "serve", "bentos.service:MovieRecommender"]
+    command += ["--host", HOST, "--port", str(port)]
+    log = tmp_path_factory.mktemp("bentoml-serve") / "serve.log"
+    env = {**os.environ, **serving_env.env}
+    with running_server(command, port=port, env=env, cwd=PROJECT_ROOT, log=log) as url:
+        yield url

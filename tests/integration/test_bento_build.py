@@ -1,0 +1,70 @@
+"""`bentos.store.build_bento` builds the Bento offline, with its Dockerfile and the model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recommender.settings import PROJECT_ROOT
+from tests.service_harness import ServingEnv, environment
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+]
+
+
+@pytest.fixture(scope="module")
+def bento(serving_env: ServingEnv) -> Path:
+    """The built Bento's directory under the temporary BENTOML_HOME."""
+    with environment(serving_env.env):
+        from bentos.store import build_bento
+
+        tag = build_bento(labels={"stage": "test"})
+    name, version = tag.split(":")
+    assert name == "movie-recommender"
+    return Path(serving_env.env["BENTOML_HOME"]) / "bentos" / name / version
+
+
+def test_the_dockerfile_runs_python_3_11_single_threaded_blas_on_port_3000(bento: Path) -> None:
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11(-slim)?\b", dockerfile, re.MULTILINE)
+    assert re.search(r"^ENV OPENBLAS_NUM_THREADS=", dockerfile, re.MULTILINE)
+    assert "ARG OPENBLAS_NUM_THREADS=1" in dockerfile
+    assert re.search(r"^EXPOSE 3000$", dockerfile, re.MULTILINE)
+    assert "libgomp1" in dockerfile  # implicit's OpenMP runtime
+
+
+def test_the_bento_pins_the_runtime_packages_of_uv_lock(bento: Path) -> None:
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text().split()
+    lock = (PROJECT_ROOT / "uv.lock").read_text()
+    for name in ("bentoml", "implicit", "numpy", "scipy", "polars", "pydantic"):
+        pinned = next(line for line in requirements if line.startswith(f"{name}=="))
+        version = pinned.split("==")[1]
+        assert f'name = "{name}"\nversion = "{version}"' in lock
+    assert not any(line.startswith(("prefect", "mlflow")) for line in requirements)
+
+
+def test_the_bento_records_the_model_and_its_lineage(bento: Path, serving_env: ServingEnv) -> None:
+    info = yaml.safe_load((bento / "bento.yaml").read_text())
+    assert info["services"][0]["models"][0]["tag"] == serving_env.model_tag
+    lineage = {"model_version": "1", "run_id": "run-abc", "feature_version": "fv-1"}
+    assert (lineage | {"project": "movierec", "stage": "test"}).items() <= info["labels"].items()
+    assert {"name": "BENTOML_DO_NOT_TRACK", "value": "true", "stage": "all"} in info["envs"]
+
+
+def test_the_bento_holds_the_code_and_the_built_page_when_there_is_one(bento: Path) -> None:
+    src = bento / "src"
+    for path in ("bentos/service.py", "recommender/serving.py", "deployments/prod.yaml"):
+        assert (src / path).is_file(), path
+    assert not (src / "tests").exists() and not (src / "var").exists()
+    # the include pattern matches nothing until `npm run build` has made frontend/dist
+    assert _files(src / "frontend" / "dist") == _files(PROJECT_ROOT / "frontend" / "dist")
+
+
+def _files(directory: Path) -> set[Path]:
+    """The files under ``directory`` (relative), none when it does not exist."""
+    return {path.relative_to(directory) for path in directory.rglob("*") if path.is_file()}
