@@ -54,6 +54,12 @@ def training_flow() -> dict[str, Any]:
         settings, model_uri, run_id, report.validation_ndcg, feature_set.version
     )
     training.publish_training_report(report, decision)
+    bento_tag = None
+    if decision.promoted:
+        bento_tag = training.package_champion(
+            settings, model_dir, run_id, decision, feature_set.version
+        )
+        print(f"Built Bento {bento_tag} with the new champion (bentoml serve {bento_tag}).")
     als = report.to_dict()["models"]["als"]
     print(
         f"Feature version {feature_set.version} in {store_root}; MLflow run {run_id}; "
@@ -69,4 +75,5 @@ def training_flow() -> dict[str, Any]:
         "feature_version": feature_set.version,
         "metrics": report.to_dict()["models"],
         "decision": decision.to_dict(),
+        "bento_tag": bento_tag,
     }

@@ -10,6 +10,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from bentos import store
 from recommender import evaluation, features, model, storage, tracking
 from recommender.feature_store import FeatureSet, FeatureStore, FeatureVersionNotFoundError
 from recommender.settings import Settings
@@ -113,6 +114,30 @@ def register_and_promote(
         margin=settings.promotion_margin,
         tags={"feature_version": feature_version},
     )
+
+
+@task(cache_policy=NO_CACHE)
+def package_champion(
+    settings: Settings,
+    model_dir: Path,
+    run_id: str,
+    decision: tracking.PromotionDecision,
+    feature_version: str,
+) -> str:
+    """Import the new champion into the BentoML model store, build the Bento and log its tag."""
+    store.import_model(
+        model_dir,
+        settings.processed_dir / "movies.parquet",
+        labels={
+            "model_version": decision.version,
+            "run_id": run_id,
+            "feature_version": feature_version,
+        },
+        metadata={"validation_ndcg": decision.challenger_ndcg},
+    )
+    bento_tag = store.build_bento()
+    tracking.connect(settings).set_tag(run_id, "bento_tag", bento_tag)
+    return bento_tag
 
 
 @task
