@@ -8,14 +8,21 @@ UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo python3 -m uv)
 export OPENBLAS_NUM_THREADS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export BENTOML_DO_NOT_TRACK := true
+# The demo keeps BentoML's model and Bento stores with the rest of its generated data.
+export BENTOML_HOME ?= $(CURDIR)/var/bentoml
 
-.PHONY: help uv venv demo test lint bench
+FRONTEND_SOURCES := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.js 2>/dev/null)
+
+.PHONY: help uv venv frontend demo test lint bench stack stack-down
 
 help:
-	@echo "make demo   set up, run the pipeline on the embedded MovieLens sample, print where results are"
+	@echo "make demo   set up, run data + training on the embedded MovieLens sample, serve on :3000"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make lint   ruff over the project"
 	@echo "make bench  run the benchmarks under benchmarks/"
+	@echo "make stack  PostgreSQL + MLflow + Prefect servers on loopback, flows run against them"
+	@echo "make stack-down  stop that stack"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -24,10 +31,22 @@ uv:
 venv: uv
 	@$(UV) sync --frozen --quiet
 
-demo: venv
-	$(UV) run movierec demo
+# The web page: npm ci when the lock changed, a build when a source changed.
+frontend/node_modules/.package-lock.json: frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
 
-test: venv
+frontend/dist/index.html: frontend/node_modules/.package-lock.json $(FRONTEND_SOURCES)
+	cd frontend && npm run build
+
+frontend: frontend/dist/index.html
+
+demo: venv frontend
+	$(UV) run movierec demo
+	@echo "Serving the champion: the page and the API on http://127.0.0.1:3000 (Ctrl-C stops it)"
+	$(UV) run bentoml serve bentos.service:MovieRecommender --host 127.0.0.1 --port 3000
+
+test: venv frontend
+	cd frontend && npm test
 	$(UV) run pytest
 
 lint: venv
@@ -36,3 +55,10 @@ lint: venv
 
 bench: venv
 	@for script in benchmarks/*.py; do echo "== $$script"; $(UV) run python "$$script" || exit 1; done
+
+# A production-like stack on loopback: PostgreSQL, an MLflow and a Prefect server backed by it.
+stack: venv
+	$(UV) run python deployments/local_stack.py up $(STACK_ARGS)
+
+stack-down: venv
+	$(UV) run python deployments/local_stack.py down
