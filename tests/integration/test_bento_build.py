@@ -38,6 +38,15 @@ def test_the_dockerfile_runs_python_3_11_single_threaded_blas_on_port_3000(bento
     assert "libgomp1" in dockerfile  # implicit's OpenMP runtime
 
 
+def test_the_container_runs_as_the_non_root_user_the_manifests_expect(bento: Path) -> None:
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    uid = re.search(r"^ARG BENTO_USER_UID=(\d+)$", dockerfile, re.MULTILINE)
+    assert uid is not None
+    assert f"runAsUser: {uid.group(1)}" in (PROJECT_ROOT / "k8s/base/bento.yaml").read_text()
+
+
 def test_the_bento_pins_the_runtime_packages_of_uv_lock(bento: Path) -> None:
     requirements = (bento / "env" / "python" / "requirements.txt").read_text().split()
     lock = (PROJECT_ROOT / "uv.lock").read_text()
