@@ -33,7 +33,9 @@ from recommender.features import IdMap, InteractionMatrix, MatrixConfig, build_i
 from recommender.metrics import check_k
 
 FORMAT_VERSION = 1
-DEFAULT_BATCH_SIZE = 1024
+# Users per implicit recommend call: implicit batches its scoring internally, so a larger block
+# only saves per-call overhead (about 5% of the time at 4096, 30% at 1024).
+DEFAULT_BATCH_SIZE = 8192
 # implicit's topk marks filtered candidates with the lowest float32 score.
 _FILTERED_SCORE = np.finfo(np.float32).min
 
