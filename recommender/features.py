@@ -37,6 +37,10 @@ class IdMap:
     @classmethod
     def from_values(cls, values: pl.Series | np.ndarray | Sequence[int]) -> IdMap:
         """The map of the distinct values, in ascending order."""
+        if isinstance(values, pl.Series):
+            # Hash the (millions of) values down to the distinct ids first: sorting them all,
+            # as np.unique does, is the slow part for a rating column.
+            values = values.unique()
         array = values.to_numpy() if isinstance(values, pl.Series) else np.asarray(values)
         return cls(np.unique(array.astype(np.int64, copy=False)))
 
@@ -54,6 +58,15 @@ class IdMap:
         array = array.astype(np.int64, copy=False).reshape(-1)
         if len(self.ids) == 0:
             return np.full(len(array), -1, dtype=np.int64)
+        low, high = int(self.ids[0]), int(self.ids[-1])
+        if high - low < len(array):
+            # Many lookups (a rating column) into a compact id range: one gather from a table
+            # of every id in the range beats a binary search per value.
+            table = np.full(high - low + 1, -1, dtype=np.int64)
+            table[self.ids - low] = np.arange(len(self.ids))
+            found = table[np.clip(array, low, high) - low]
+            found[(array < low) | (array > high)] = -1
+            return found
         positions = np.searchsorted(self.ids, array)
         clipped = np.minimum(positions, len(self.ids) - 1)
         return np.where(self.ids[clipped] == array, clipped, -1).astype(np.int64)
@@ -120,12 +133,34 @@ def aggregate_interactions(interactions: pl.DataFrame) -> pl.DataFrame:
     missing = [name for name in _INTERACTION_COLUMNS if name not in interactions.columns]
     if missing:
         raise ValueError(f"interactions lacks the column(s) {', '.join(missing)}")
+    columns = [*_INTERACTION_COLUMNS, *(["source"] if "source" in interactions.columns else [])]
+    if _one_row_per_pair_in_order(interactions):
+        # Already aggregated (or a MovieLens file, which is sorted and has no repeats): every
+        # group would hold one row, so the group_by over millions of pairs would be the identity.
+        return interactions.select(columns)
     aggregations = [pl.col("rating").max(), pl.col("timestamp").max()]
     if "source" in interactions.columns:
         aggregations.append(pl.col("source").sort_by("rating", "timestamp").last())
     return (
         interactions.group_by("user_id", "movie_id").agg(aggregations).sort("user_id", "movie_id")
     )
+
+
+def _one_row_per_pair_in_order(interactions: pl.DataFrame) -> bool:
+    """True when (user_id, movie_id) is non-null and strictly increasing row by row, which means
+    the pairs are distinct and already in :func:`aggregate_interactions`' order (one pass)."""
+    if not all(interactions.schema[name].is_integer() for name in ("user_id", "movie_id")):
+        return False
+    user, movie = pl.col("user_id"), pl.col("movie_id")
+    previous_user = user.shift(1)
+    nulls, increasing = interactions.select(
+        (user.null_count() + movie.null_count()).alias("nulls"),
+        # The first row compares with null, which all() skips.
+        ((user > previous_user) | ((user == previous_user) & (movie > movie.shift(1))))
+        .all()
+        .alias("increasing"),
+    ).row(0)
+    return nulls == 0 and bool(increasing)
 
 
 def build_interaction_matrix(
@@ -160,10 +195,11 @@ def build_interaction_matrix(
     cols = movies.index_of(pairs.get_column("movie_id"))
     keep = (rows >= 0) & (cols >= 0)
     weights = pairs.with_columns(_weight_expression(config, newest)).get_column("weight")
-    matrix = csr_matrix(
-        (weights.to_numpy()[keep].astype(np.float32), (rows[keep], cols[keep])),
+    matrix = _csr_from_triplets(
+        weights.to_numpy()[keep].astype(np.float32),
+        rows[keep],
+        cols[keep],
         shape=(len(users), len(movies)),
-        dtype=np.float32,
     )
     if config.weighting == "bm25" and matrix.nnz:
         matrix = csr_matrix(
@@ -239,30 +275,77 @@ def build_user_features(interactions: pl.DataFrame, movies: pl.DataFrame) -> pl.
         .alias("days_since_last")
     )
     genres = sorted(movies.get_column("genres").explode().drop_nulls().unique().to_list())
-    tagged = (
-        pairs.select("user_id", "movie_id")
-        .join(movies.select("movie_id", "genres"), on="movie_id", how="inner")
-        .explode("genres")
-        .drop_nulls("genres")
-        .group_by("user_id", "genres")
-        .len()
-        .with_columns(pl.format("affinity_{}", "genres").alias("column"))
+    tagged = pairs.select("user_id", "movie_id").drop_nulls()
+    users = IdMap.from_values(tagged.get_column("user_id"))
+    counts = _genre_counts(tagged, movies, users, genres)
+    features = activity.join(
+        pl.DataFrame(
+            {
+                "user_id": pl.Series(users.ids).cast(pairs.schema["user_id"]),
+                **{f"affinity_{genre}": counts[:, i] for i, genre in enumerate(genres)},
+            }
+        ),
+        on="user_id",
+        how="left",
     )
-    features = activity
-    if tagged.height:
-        counts = tagged.pivot(on="column", index="user_id", values="len")
-        features = features.join(counts, on="user_id", how="left")
     affinities = [
-        (
-            pl.col(name).fill_null(0).cast(pl.Float64) / pl.col("activity_count")
-            if name in features.columns
-            else pl.lit(0.0)
-        ).alias(name)
+        (pl.col(name).fill_null(0).cast(pl.Float64) / pl.col("activity_count")).alias(name)
         for name in (f"affinity_{genre}" for genre in genres)
     ]
     return features.select(
         "user_id", "activity_count", "rating_mean", "last_timestamp", "days_since_last", *affinities
     ).sort("user_id")
+
+
+def _genre_counts(
+    pairs: pl.DataFrame, movies: pl.DataFrame, users: IdMap, genres: list[str]
+) -> np.ndarray:
+    """``users`` x ``genres``: how many of each user's movies (non-null ``pairs``) the catalog
+    tags with each genre, a tag listed twice counting twice.
+
+    The product of the user x movie and movie x genre incidence matrices: joining the genre
+    lists onto millions of pairs and exploding them is many times slower.
+    """
+    tags = movies.select("movie_id", "genres").explode("genres").drop_nulls()
+    catalog = IdMap.from_values(tags.get_column("movie_id"))
+    movie_genres = csr_matrix(
+        (
+            np.ones(tags.height, dtype=np.int64),
+            (
+                catalog.index_of(tags.get_column("movie_id")),
+                tags.get_column("genres").replace_strict(genres, range(len(genres))).to_numpy(),
+            ),
+        ),
+        shape=(len(catalog), len(genres)),
+    )
+    rows = users.index_of(pairs.get_column("user_id"))
+    cols = catalog.index_of(pairs.get_column("movie_id"))
+    keep = cols >= 0
+    user_movies = _csr_from_triplets(
+        np.ones(int(keep.sum()), dtype=np.int64),
+        rows[keep],
+        cols[keep],
+        shape=(len(users), len(catalog)),
+    )
+    return (user_movies @ movie_genres).toarray()
+
+
+def _csr_from_triplets(
+    data: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, shape: tuple[int, int]
+) -> csr_matrix:
+    """The canonical CSR matrix (sorted indices, repeated entries summed) of COO triplets.
+
+    Pairs in user order (aggregated interactions are sorted by user, then movie) already lay
+    out the CSR arrays, so they are used as they are, which saves scipy's COO conversion
+    (most of the matrix build at millions of entries); any other order goes through it.
+    """
+    if len(rows) > 1 and bool((rows[1:] < rows[:-1]).any()):
+        return csr_matrix((data, (rows, cols)), shape=shape, dtype=data.dtype)
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    matrix = csr_matrix((data, cols, indptr), shape=shape, dtype=data.dtype)
+    matrix.sum_duplicates()  # a no-op after one check when the columns are sorted and distinct
+    return matrix
 
 
 def _optional_column(frame: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:
@@ -279,8 +362,11 @@ def build_feature_tables(
 ) -> dict[str, pl.DataFrame]:
     """The feature set the training flow stores: ``interactions`` (one row per user and movie,
     :func:`aggregate_interactions`), ``movie_features`` and ``user_features``."""
+    # Aggregate once: aggregating the pairs again is the identity, and the builders' own
+    # aggregation recognises them in one pass instead of grouping millions of pairs again.
+    pairs = aggregate_interactions(interactions)
     return {
-        "interactions": aggregate_interactions(interactions),
-        "movie_features": build_movie_features(movies, interactions),
-        "user_features": build_user_features(interactions, movies),
+        "interactions": pairs,
+        "movie_features": build_movie_features(movies, pairs),
+        "user_features": build_user_features(pairs, movies),
     }
