@@ -16,6 +16,7 @@ from recommender.evaluation import (
     tune_als,
 )
 from recommender.model import ALSConfig
+from tests.frames import interactions_frame
 
 ML_LATEST_SMALL = Path(__file__).parents[2] / "data" / "movielens" / "ml-latest-small"
 TINY_SPACE = SearchSpace(factors=(4, 8), iterations=(3,), weighting=("binary", "log"))
@@ -33,16 +34,7 @@ def interactions() -> pl.DataFrame:
                 (user_id, int(movie_id), float(rng.integers(1, 11)) / 2, int(rng.integers(1e9)))
             )
     rows.append((rows[0][0], rows[0][1], 1.0, rows[0][3] + 10))
-    return pl.DataFrame(
-        rows,
-        schema={
-            "user_id": pl.Int64,
-            "movie_id": pl.Int64,
-            "rating": pl.Float64,
-            "timestamp": pl.Int64,
-        },
-        orient="row",
-    ).with_columns(source=pl.lit("movielens"))
+    return interactions_frame(rows)
 
 
 def pairs(frame: pl.DataFrame) -> set[tuple[int, int]]:

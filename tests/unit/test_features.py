@@ -16,22 +16,14 @@ from recommender.features import (
     build_movie_features,
     build_user_features,
 )
+from tests.frames import interactions_frame
 
 DAY = SECONDS_PER_DAY
 NEWEST = 1_700_000_000
 
 
 def interactions(rows: list[tuple[int, int, float, int]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        rows,
-        schema={
-            "user_id": pl.Int64,
-            "movie_id": pl.Int64,
-            "rating": pl.Float64,
-            "timestamp": pl.Int64,
-        },
-        orient="row",
-    ).with_columns(source=pl.lit("movielens"))
+    return interactions_frame(rows)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from recommender.model import (
     UnknownUserError,
     train_als,
 )
+from tests.frames import interactions_frame
 
 N = 20
 USER0 = 1000
@@ -54,16 +55,7 @@ def liked(u: int) -> list[int]:
 @pytest.fixture(scope="module")
 def interactions() -> pl.DataFrame:
     rows = [(user(u), m, 4.0, 1_000 + u) for u in range(N) for m in liked(u)]
-    return pl.DataFrame(
-        rows,
-        schema={
-            "user_id": pl.Int64,
-            "movie_id": pl.Int64,
-            "rating": pl.Float64,
-            "timestamp": pl.Int64,
-        },
-        orient="row",
-    )
+    return interactions_frame(rows, source=None)
 
 
 @pytest.fixture(scope="module")

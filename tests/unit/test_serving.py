@@ -34,6 +34,7 @@ from recommender.serving import (
     model_version,
     poster_url,
 )
+from tests.frames import interactions_frame
 
 N = 20
 USER0 = 1000
@@ -58,16 +59,7 @@ def model() -> ALSRecommender:
         for i in range(N)
         if i % 2 == u % 2 and i != u
     ]
-    interactions = pl.DataFrame(
-        rows,
-        schema={
-            "user_id": pl.Int64,
-            "movie_id": pl.Int64,
-            "rating": pl.Float64,
-            "timestamp": pl.Int64,
-        },
-        orient="row",
-    )
+    interactions = interactions_frame(rows, source=None)
     genres = pl.DataFrame(
         {
             "movie_id": [movie(i) for i in range(N)],
