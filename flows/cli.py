@@ -154,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except (KeyError, IndexError):
+        raise  # lookups that fail inside our code are bugs: keep their traceback
     except (ValueError, LookupError, OSError) as exc:
         # Bad input (files, URLs, settings), missing prerequisites (no processed data, no
         # champion) and unreachable servers raise these with a message that says what to fix;

@@ -22,8 +22,7 @@ DAY = SECONDS_PER_DAY
 NEWEST = 1_700_000_000
 
 
-def interactions(rows: list[tuple[int, int, float, int]]) -> pl.DataFrame:
-    return interactions_frame(rows)
+interactions = interactions_frame
 
 
 @pytest.fixture
