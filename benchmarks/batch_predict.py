@@ -1,8 +1,9 @@
 """Batch prediction for every user of an ML-20M-scale model against raw implicit.
 
 Builds a synthetic users x movies matrix (about 138k users, 27k movies, 20M interactions,
-power-law movie popularity), fits :class:`recommender.model.ALSRecommender` on it (64 factors;
-one iteration by default: the factors' values do not change the cost of scoring), then times
+power-law movie popularity), fits :class:`~recommender.modeling.als.ALSRecommender` on it
+(64 factors; one iteration by default: the factors' values do not change the cost of scoring),
+then times
 
 * the batch prediction path: ``recommend_batch`` over every known user followed by
   ``to_frame()`` (what ``flows/batch_prediction.py`` runs), and
@@ -21,13 +22,15 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from recommender.settings import configure_process
+
+configure_process()  # before numpy loads OpenBLAS
 
 import numpy as np  # noqa: E402
 from scipy.sparse import csr_matrix  # noqa: E402
 
-from recommender.features import IdMap, InteractionMatrix, MatrixConfig  # noqa: E402
-from recommender.model import ALSParams, ALSRecommender  # noqa: E402
+from recommender.features.build import IdMap, InteractionMatrix, MatrixConfig  # noqa: E402
+from recommender.modeling.als import ALSParams, ALSRecommender  # noqa: E402
 
 RATIO_TARGET = 1.2
 

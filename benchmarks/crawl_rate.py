@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from recommender.crawler import RetryPolicy
-from recommender.tmdb import TMDBCrawler
-from tests.fake_tmdb import (
+from recommender.data.crawler import RetryPolicy
+from recommender.data.tmdb import TMDBCrawler
+from support.fake_tmdb import (
     BAD_GATEWAY,
     PER_PAGE,
     RATE_LIMITED,
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     with FakeTMDB(movies=args.pages * PER_PAGE) as fake, tempfile.TemporaryDirectory() as tmp:
         fake.random_faults(faults, rate=args.fault_rate, seed=args.seed)
         crawler = TMDBCrawler(
-            raw_dir=Path(tmp),
+            out_dir=Path(tmp),
             api_key=SecretStr(fake.api_key),
             base_url=fake.base_url,
             rate_limit=args.rate,

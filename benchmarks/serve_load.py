@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recommender.settings import EMBEDDED_MOVIELENS, PROJECT_ROOT
-from tests.service_harness import HOST, free_port, running_server
+from recommender.settings import PROJECT_ROOT, configure_process
+from support.servers import HOST, free_port, running_server
 
 THROUGHPUT_TARGET = 0.70
 P99_TARGET_MS = 15.0
@@ -167,7 +167,7 @@ def bare_app(model_dir: Path) -> object:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from recommender.serving import RecommenderAPI, RecommendRequest
+    from recommender.serving.api import RecommenderAPI, RecommendRequest
     from recommender.settings import get_settings
 
     settings = get_settings()
@@ -195,21 +195,9 @@ def prepare(home: Path) -> tuple[Path, list[int]]:
     """Train on the embedded sample, import the model into ``home``; return its path and users."""
     import bentoml
 
-    from bentos.store import import_model
-    from recommender.catalog import build_catalog
-    from recommender.model import train_als
-    from recommender.movielens import load_movielens
+    from support.sample_model import import_sample
 
-    data = load_movielens(EMBEDDED_MOVIELENS)
-    model = train_als(data.ratings, movies=data.movies)
-    model.save(home / "trained" / "model")
-    build_catalog(data.movies, data.links).write_parquet(home / "trained" / "catalog.parquet")
-    tag = import_model(
-        home / "trained" / "model",
-        home / "trained" / "catalog.parquet",
-        labels={"model_version": "benchmark", "run_id": "benchmark", "feature_version": "x"},
-        metadata={},
-    )
+    tag, model = import_sample(home / "trained", model_version="benchmark")
     return Path(bentoml.models.get(tag).path), model.user_ids.tolist()
 
 
@@ -249,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             "BENTOML_HOME": str(home / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "true",
             "MOVIEREC_DATA_DIR": str(home / "data"),
-            "OPENBLAS_NUM_THREADS": "1",
         }
         os.environ.update(env)  # for the import into the temporary store
+        configure_process()
         model_path, users = prepare(home)
         requests = request_bytes(
             "/recommend", [f'{{"user_id": {user}, "k": 10}}'.encode() for user in users]

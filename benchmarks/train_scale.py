@@ -50,6 +50,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from recommender.settings import configure_process
+
 GENERATOR_VERSION = 1
 RATIO_TARGET = 1.3
 RSS_TARGET_GIB = 6.0
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ratings > args.users * args.movies // 4:
         parser.error("--ratings must be at most a quarter of --users x --movies")
 
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    configure_process()  # the children inherit it
     workdir = args.workdir.resolve()
     key = f"ml-synth-u{args.users}-m{args.movies}-r{args.ratings}-s{args.seed}-g{GENERATOR_VERSION}"
     dataset = workdir / key
@@ -450,14 +452,21 @@ def _training_path(*, dataset: str, scratch: str, threads: int) -> dict[str, Any
         import numpy as np
         import polars as pl
 
-        from recommender import tracking
-        from recommender.evaluation import EvaluationReport, ModelScores, Split, TuningResult
-        from recommender.features import build_feature_tables, build_interaction_matrix
-        from recommender.ingest import ratings_to_interactions
-        from recommender.model import ALSConfig, ALSParams, ALSRecommender
-        from recommender.movielens import load_movielens
-        from recommender.schemas import LinksSchema, MoviesSchema, RatingsSchema, validate_frame
+        from recommender.data.ingest import ratings_to_interactions
+        from recommender.data.movielens import load_movielens
+        from recommender.data.schemas import (
+            LinksSchema,
+            MoviesSchema,
+            RatingsSchema,
+            validate_frame,
+        )
+        from recommender.features.build import build_feature_tables, build_interaction_matrix
+        from recommender.modeling.als import ALSConfig, ALSParams, ALSRecommender
+        from recommender.modeling.evaluation import EvaluationReport, ModelScores
+        from recommender.modeling.splits import Split
+        from recommender.modeling.tuning import TuningResult
         from recommender.settings import Settings
+        from recommender.tracking import runs as tracking
 
     with stage("load"):
         data = load_movielens(dataset)
@@ -488,7 +497,11 @@ def _training_path(*, dataset: str, scratch: str, threads: int) -> dict[str, Any
         model.save(model_dir)
     settings = Settings(data_dir=Path(scratch), mlflow_tracking_uri=None)
     with stage("log: connect"):
-        tracking.connect(settings)
+        tracking.connect(
+            settings.mlflow_uri,
+            experiment=settings.mlflow_experiment,
+            artifact_root=settings.mlflow_artifacts_dir,
+        )
     with stage("log: run + model"):
         # No evaluation ran: a report with zero scores stands in, so the run logs what the
         # training flow logs (params, metrics, report, plot, inputs, pyfunc model) at this size.
@@ -551,7 +564,7 @@ def _training_path(*, dataset: str, scratch: str, threads: int) -> dict[str, Any
         "artifact_bytes": _tree_bytes(artifacts),
         "run_id": run_id,
         "polars_threads": pl.thread_pool_size(),
-        "code": str(Path(tracking.__file__).parent),
+        "code": str(Path(tracking.__file__).parent.parent),
     }
 
 

@@ -1,41 +1,34 @@
 """The BentoML service: the champion model and its catalog behind a JSON API and the web page.
 
-Every endpoint is a ``POST`` with a JSON body (a pydantic model of :mod:`recommender.serving`,
+Every endpoint is a ``POST`` with a JSON body (a pydantic model of :mod:`recommender.serving.api`,
 where the logic lives); the methods here only hand the request over, count what they served and
-turn :class:`~recommender.serving.RequestError` into a 4xx JSON answer ``{"error": ...}``.
+turn :class:`~recommender.serving.api.RequestError` into a 4xx JSON answer ``{"error": ...}``.
 ``frontend/dist`` (the React page), when built, is served at ``/``.
 
-The service configuration and the two ASGI middlewares below come from measurements on this
-service; docs/serving-performance.md explains each of them. BentoML settings can still be
-overridden at deploy time, e.g.
+The service configuration and the ASGI middlewares it attaches (``bentos/asgi.py``) come from
+measurements on this service; docs/serving-performance.md explains each of them. BentoML settings
+can still be overridden at deploy time, e.g.
 ``BENTOML_CONFIG_OPTIONS="services.MovieRecommender.workers=4"``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
 import gc
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import anyio.to_thread
 import bentoml
 from prometheus_client import Counter
-from pydantic import ValidationError
-from starlette.applications import Starlette
-from starlette.datastructures import Headers
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recommender.serving import (
-    MAX_IDS,
+from bentos.asgi import (
+    DropClientErrors,
+    IsolateResponseContext,
+    RequestGuard,
+    frontend_app,
+    json_errors,
+)
+from recommender.serving.api import (
     ExplainRequest,
     ExplainResponse,
     Feedback,
@@ -46,14 +39,10 @@ from recommender.serving import (
     RecommenderAPI,
     RecommendForLikedRequest,
     RecommendRequest,
-    RequestError,
     SimilarRequest,
-    model_version,
 )
+from recommender.serving.bundle import model_version
 from recommender.settings import get_settings
-
-_Req = TypeVar("_Req")
-_Resp = TypeVar("_Resp")
 
 _SETTINGS = get_settings()
 
@@ -68,35 +57,6 @@ _FALLBACKS = Counter(
 _FEEDBACK = Counter(
     "movierec_feedback_events", "Feedback events appended to the log, by event", ["event"]
 )
-
-
-def _json_errors(
-    method: Callable[[Any, _Req], Awaitable[_Resp]],
-) -> Callable[[Any, _Req], Awaitable[_Resp | Response]]:
-    """Answer a :class:`RequestError` with its status and ``{"error": ...}`` body.
-
-    BentoML 1.4 turns its own 4xx exceptions into a JSON *array* (bentoml/BentoML#5709), so the
-    API answers its errors itself.
-    """
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: _Req, /) -> _Resp | Response:
-        try:
-            return await method(self, request)
-        except RequestError as exc:
-            return JSONResponse(exc.body, status_code=exc.status_code)
-
-    return wrapper
-
-
-class _DropClientErrors(logging.Filter):
-    """Drop BentoML's ERROR traceback for a request its pydantic model refused (a 400)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
-
-
-_CLIENT_ERRORS = _DropClientErrors()
 
 
 def _count(endpoint: str, response: RecommendationsResponse) -> RecommendationsResponse:
@@ -128,7 +88,7 @@ class MovieRecommender:
             image_base_url=_SETTINGS.tmdb_image_base_url,
             feedback_log=_SETTINGS.feedback_log,
         )
-        logging.getLogger("bentoml._internal.server.http_app").addFilter(_CLIENT_ERRORS)
+        logging.getLogger("bentoml._internal.server.http_app").addFilter(DropClientErrors())
         for endpoint in ("recommend", "recommend_for_liked", "similar", "popular"):
             _SERVED.labels(endpoint)  # export zeros, so that rates exist from the start
             _FALLBACKS.labels(endpoint)
@@ -138,13 +98,13 @@ class MovieRecommender:
         gc.freeze()
 
     @bentoml.api
-    @_json_errors
+    @json_errors
     async def recommend(self, request: RecommendRequest, /) -> RecommendationsResponse:
         """Top-k movies for a user; an unknown user gets popular movies (fallback true)."""
         return _count("recommend", self.api.recommend(request))
 
     @bentoml.api
-    @_json_errors
+    @json_errors
     async def recommend_for_liked(
         self, request: RecommendForLikedRequest, /
     ) -> RecommendationsResponse:
@@ -153,159 +113,36 @@ class MovieRecommender:
         return _count("recommend_for_liked", response)
 
     @bentoml.api
-    @_json_errors
+    @json_errors
     async def similar(self, request: SimilarRequest, /) -> RecommendationsResponse:
         """The k movies most similar to a movie."""
         return _count("similar", self.api.similar(request))
 
     @bentoml.api
-    @_json_errors
+    @json_errors
     async def popular(self, request: PopularRequest, /) -> RecommendationsResponse:
         """The k most popular movies, optionally of one genre."""
         return _count("popular", self.api.popular(request))
 
     @bentoml.api
-    @_json_errors
+    @json_errors
     async def movies(self, request: MoviesRequest, /) -> MoviesPage:
         """The catalog, most popular first, filtered by a case-insensitive title substring."""
         return self.api.movies(request)
 
     @bentoml.api
-    @_json_errors
+    @json_errors
     async def explain(self, request: ExplainRequest, /) -> ExplainResponse:
         """The user's movies that contribute most to a movie's score, with their share."""
         return await anyio.to_thread.run_sync(self.api.explain, request)
 
     @bentoml.api
-    @_json_errors
+    @json_errors
     async def feedback(self, request: Feedback, /) -> Feedback:
         """Record a user's view, click, like, dislike or rating (0.5-5) of a movie."""
         event = await anyio.to_thread.run_sync(self.api.feedback, request)
         _FEEDBACK.labels(event.event).inc()
         return event
-
-
-class RequestGuard:
-    """Refuse a request body that is not JSON (415) or larger than ``max_bytes`` (413).
-
-    Both are answered before anything parses the body: BentoML would try to read a
-    ``multipart/form-data`` body as a form (a 500 when it is not one) and reads any body whole.
-    Only ``POST`` bodies are checked, the API's method. A declared ``Content-Length`` is checked
-    at once; a chunked body is read up to the limit and handed on in one piece.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        media_type = headers.get("content-type", "application/json").split(";")[0].strip()
-        if media_type.lower() != "application/json":
-            await _refuse(
-                415,
-                f"send the body as JSON (Content-Type: application/json), not {media_type!r}",
-                scope,
-                receive,
-                send,
-            )
-            return
-        declared = headers.get("content-length")
-        if declared is not None:  # the server already checked that it is a number
-            if int(declared) > self.max_bytes:
-                await self._too_large(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        more_body = True
-        while more_body:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            more_body = message.get("more_body", False)
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = f"request body is larger than {self.max_bytes} bytes; send at most {MAX_IDS} ids"
-        await _refuse(413, message, scope, receive, send)
-
-
-async def _refuse(status: int, message: str, scope: Scope, receive: Receive, send: Send) -> None:
-    await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
-class IsolateResponseContext:
-    """Send a response's last message from an empty ``contextvars`` context.
-
-    uvicorn arms the keep-alive timer and resumes reading the connection inside that call, and
-    asyncio copies the current context into both callbacks. Inside the API that context holds the
-    request (BentoML's ``ContextMiddleware``), so a request outlived its response and the next
-    request on the connection started in a context that still held it; with BentoML's per-request
-    timeout timers, requests stayed alive for up to the traffic timeout and full collections
-    took 100-300 ms under load. (uvicorn's ``reset_contextvars`` option addresses this, but
-    BentoML's worker does not set it.)
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def isolated_send(message: Message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                await asyncio.get_running_loop().create_task(
-                    send(message), context=contextvars.Context()
-                )
-            else:
-                await send(message)
-
-        await self.app(scope, receive, isolated_send)
-
-
-def frontend_app(dist: Path) -> Starlette:
-    """The built web page: ``index.html`` at ``/``, the other files and folders at their paths.
-
-    Only these paths are routed, so BentoML's passive mount leaves every other path (the API,
-    ``/metrics``, ``/docs.json``) to the service.
-    """
-    routes: list[BaseRoute] = []
-    for entry in sorted(dist.iterdir()):
-        if entry.is_dir():
-            routes.append(Mount(f"/{entry.name}", app=StaticFiles(directory=entry)))
-        else:
-            path = "/" if entry.name == "index.html" else f"/{entry.name}"
-            routes.append(Route(path, functools.partial(_send_file, entry)))
-    return Starlette(routes=routes)
-
-
-async def _send_file(path: Path, request: Request) -> Response:
-    return FileResponse(path)
 
 
 MovieRecommender.add_asgi_middleware(RequestGuard, max_bytes=_SETTINGS.serve_max_body_bytes)

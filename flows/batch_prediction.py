@@ -19,9 +19,11 @@ def batch_prediction_flow(k: int | None = None) -> dict[str, Any]:
     """
     settings = get_settings()
     k = k or settings.k
-    champion = prediction.load_champion(settings)
+    champion = prediction.load_champion(
+        settings.mlflow_uri, settings.mlflow_experiment, settings.registered_model_name
+    )
     predictions = prediction.predict_all(champion, k)
-    directory = settings.data_dir / "predictions" / champion.version
+    directory = settings.predictions_dir / champion.version
     manifest = prediction.write_predictions(predictions, directory, champion, k)
     print(
         f"Top {k} for {manifest['users']:,} users from {champion.registered_model} "

@@ -6,11 +6,9 @@ Imports of the flows (and so of Prefect) happen inside the commands that run the
 
 from __future__ import annotations
 
-import os
+from recommender.settings import configure_process
 
-# OpenBLAS reads this when numpy first loads it: set it before anything imports numpy (ALS
-# and batched scoring run twice as fast single-threaded here, and implicit warns otherwise).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+configure_process()  # before anything imports numpy: OpenBLAS reads its thread count once
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -18,7 +16,8 @@ import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from typing import get_args  # noqa: E402
 
-from recommender.evaluation import DEFAULT_TRIALS, SplitKind, evaluate_ratings_source  # noqa: E402
+from recommender.modeling.protocol import DEFAULT_PROTOCOL, SplitKind  # noqa: E402
+from recommender.settings import get_settings  # noqa: E402
 
 
 def _positive_int(text: str) -> int:
@@ -57,10 +56,35 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_protocol_arguments(parser: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
+    """The evaluation protocol's options; a missing default means "from the settings"."""
+    where = "" if defaults else " (default: the settings, MOVIEREC_*)"
+    parser.add_argument(
+        "--split", choices=get_args(SplitKind), default=defaults.get("split"), help=where
+    )
+    parser.add_argument("--test-fraction", type=_fraction, default=defaults.get("test_fraction"))
+    parser.add_argument("--seed", type=int, default=defaults.get("seed"))
+    parser.add_argument("--k", type=_positive_int, default=defaults.get("k"))
+    parser.add_argument(
+        "--trials", type=_positive_int, default=defaults.get("trials"), help="ALS configurations"
+    )
+    parser.add_argument(
+        "--min-rating",
+        type=float,
+        default=defaults.get("min_rating"),
+        help="count only ratings >= this as interactions (default: every rating counts)",
+    )
+
+
+def _protocol_options(args: argparse.Namespace) -> dict[str, object]:
+    from recommender.modeling.protocol import EvaluationProtocol
+
+    return {name: getattr(args, name) for name in EvaluationProtocol.model_fields}
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from flows.data_pipeline import data_pipeline
     from flows.task_runners import configured_task_runner
-    from recommender.settings import get_settings
 
     runner = configured_task_runner(get_settings())  # MOVIEREC_TASK_RUNNER: thread or dask
     data_pipeline.with_options(task_runner=runner)(
@@ -72,7 +96,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from flows.training import training_flow
 
-    training_flow()
+    training_flow(**_protocol_options(args), feature_version=args.feature_version)
     return 0
 
 
@@ -84,14 +108,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from recommender.modeling.evaluation import evaluate_ratings_source
+    from recommender.modeling.protocol import EvaluationProtocol
+
+    settings = get_settings()
+    protocol = EvaluationProtocol(**_protocol_options(args))
     report = evaluate_ratings_source(
         args.ratings,
-        split=args.split,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-        k=args.k,
-        trials=args.trials,
-        min_rating=args.min_rating,
+        protocol,
+        cache_dir=settings.movielens_cache_dir,
+        max_rejected_fraction=settings.max_rejected_fraction,
     )
     print(json.dumps(report.to_dict()) if args.json else report.table())
     return 0
@@ -116,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="build features, tune, train, evaluate, log to MLflow, promotion gate"
     )
+    _add_protocol_arguments(train, {})
+    train.add_argument(
+        "--feature-version", help="train on this stored feature version (default: build anew)"
+    )
     train.set_defaults(handler=_cmd_train)
 
     predict = commands.add_parser(
@@ -128,16 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score tuned ALS and the baselines on a MovieLens dataset"
     )
     evaluate.add_argument("--ratings", metavar="PATH_OR_URL", required=True)
-    evaluate.add_argument("--split", choices=get_args(SplitKind), default="random-per-user")
-    evaluate.add_argument("--test-fraction", type=_fraction, default=0.25)
-    evaluate.add_argument("--seed", type=int, default=42)
-    evaluate.add_argument("--k", type=_positive_int, default=10)
-    evaluate.add_argument("--trials", type=_positive_int, default=DEFAULT_TRIALS)
-    evaluate.add_argument(
-        "--min-rating",
-        type=float,
-        help="count only ratings >= this as interactions (default: every rating counts)",
-    )
+    _add_protocol_arguments(evaluate, DEFAULT_PROTOCOL.model_dump())
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
@@ -149,8 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``movierec`` console script."""
-    # Prefect's console handler shows our library's progress logs (crawl, training) too.
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recommender")
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
@@ -160,10 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input (files, URLs, settings), missing prerequisites (no processed data, no
         # champion) and unreachable servers raise these with a message that says what to fix;
         # MOVIEREC_DEBUG=1 shows the traceback.
-        if os.environ.get("MOVIEREC_DEBUG"):
+        if _debug():
             raise
         print(f"movierec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _debug() -> bool:
+    from recommender.settings import SettingsError
+
+    try:
+        return get_settings().debug
+    except SettingsError:
+        return False
 
 
 if __name__ == "__main__":

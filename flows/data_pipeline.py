@@ -7,7 +7,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from recommender.schemas import LinksSchema, MoviesSchema, RatingsSchema, TmdbDetailsSchema
+from recommender.data.schemas import LinksSchema, MoviesSchema, RatingsSchema, TmdbDetailsSchema
+from recommender.data.tmdb import CrawlConfig
 from recommender.settings import get_settings
 from tasks import data
 
@@ -30,13 +31,12 @@ def data_pipeline(
     settings = get_settings()
     processed, limit = settings.processed_dir, settings.max_rejected_fraction
 
-    ml = data.load_movielens(
-        ratings or settings.ratings_source, settings.data_dir / "cache" / "movielens"
-    )
+    ml = data.load_movielens(ratings or settings.ratings_source, settings.movielens_cache_dir)
     crawl_run = None
     if crawl and settings.has_tmdb_credentials:
         tmdb_ids = ml.links.get_column("tmdb_id").drop_nulls().unique().sort().to_list()
-        crawl_run = data.crawl_tmdb.submit(pages, tmdb_ids)
+        config = CrawlConfig(**settings.tmdb_crawl_options())
+        crawl_run = data.crawl_tmdb.submit(settings.tmdb_dir, config, pages, tmdb_ids)
     elif crawl:
         logger.warning(
             "Skipping the TMDB crawl: no credentials. Set TMDB_API_KEY (v3) or TMDB_API_TOKEN "
@@ -56,7 +56,7 @@ def data_pipeline(
     if crawl_run is not None:
         logger.info("TMDB crawl: %s", asdict(crawl_run.result()))
     details_run = data.validate_table.submit(
-        data.load_tmdb_details(settings.raw_dir),
+        data.load_tmdb_details(settings.tmdb_dir),
         TmdbDetailsSchema,
         "tmdb_details",
         limit,
@@ -71,7 +71,7 @@ def data_pipeline(
     interactions = data.combine_interactions(ratings_result.valid, feedback.valid)
     sources = [
         {"kind": "movielens", **asdict(ml.source)},
-        {"kind": "tmdb", "path": str(settings.raw_dir / "tmdb"), "movies": details.valid.height},
+        {"kind": "tmdb", "path": str(settings.tmdb_dir), "movies": details.valid.height},
         {"kind": "feedback", "path": str(settings.feedback_log), "events": feedback.valid.height},
     ]
     manifest = data.write_processed(

@@ -6,58 +6,100 @@ from typing import Any
 
 from prefect import flow
 
-from recommender.features import FEATURE_SET
+from recommender.features.build import FEATURE_SET
+from recommender.modeling.protocol import SplitKind
 from recommender.settings import get_settings
 from tasks import training
 
 
 @flow(name="training", log_prints=True)
-def training_flow() -> dict[str, Any]:
+def training_flow(
+    split: SplitKind | None = None,
+    test_fraction: float | None = None,
+    seed: int | None = None,
+    k: int | None = None,
+    trials: int | None = None,
+    min_rating: float | None = None,
+    feature_version: str | None = None,
+) -> dict[str, Any]:
     """Train, evaluate, log and register a model; the gate decides on ``champion``.
+
+    Every parameter left unset takes its value from the settings (``MOVIEREC_SPLIT``,
+    ``MOVIEREC_TEST_FRACTION``, ``MOVIEREC_SEED``, ``MOVIEREC_K``, ``MOVIEREC_TUNING_TRIALS``,
+    ``MOVIEREC_MIN_RATING``, ``MOVIEREC_FEATURE_VERSION``).
+
+    Args:
+        split: How interactions are split into train and test (and validation).
+        test_fraction: The share of each user's (or movie's) interactions held out.
+        seed: Seeds splits, search and model initialisation.
+        k: The cut-off of the metrics and the promotion gate.
+        trials: ALS configurations tried on the validation split.
+        min_rating: Count only ratings at least this as interactions.
+        feature_version: Train on this stored feature version instead of building features.
 
     Returns:
         The MLflow run id, model version, feature version, metrics and the gate's decision.
     """
     settings = get_settings()
-    training.connect_tracking(settings)  # before any work: an unreachable server fails fast
-    store_root = settings.data_dir / "features"
-    if settings.feature_version:
-        feature_set = training.read_features(store_root, settings.feature_version)
+    protocol = settings.evaluation_protocol.with_options(
+        split=split,
+        test_fraction=test_fraction,
+        seed=seed,
+        k=k,
+        trials=trials,
+        min_rating=min_rating,
+    )
+    feature_version = feature_version or settings.feature_version
+    tracking_uri, store_root = settings.mlflow_uri, settings.features_dir
+    # Before any work: an unreachable server fails fast.
+    training.connect_tracking(
+        tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir
+    )
+    if feature_version:
+        feature_set = training.read_features(store_root, feature_version)
     else:
         tables, manifest = training.load_processed(settings.processed_dir)
         feature_set = training.build_and_store_features(
             store_root, tables["interactions"], tables["movies"], manifest
         )
     interactions = feature_set.tables["interactions"]
-    report = training.evaluate(interactions, settings)
+    report = training.evaluate(interactions, protocol)
     model_dir = training.train_final(
         interactions,
         feature_set.tables["movie_features"],
         report.best_config,
-        settings,
-        settings.data_dir / "models" / feature_set.version,
+        settings.models_dir / feature_set.version,
+        seed=protocol.seed,
+        use_gpu=settings.use_gpu,
     )
     run_id, model_uri = training.log_run(
         report,
         model_dir,
         feature_set,
         store_root / FEATURE_SET / feature_set.version,
-        {
-            "split": settings.split,
-            "test_fraction": settings.test_fraction,
-            "seed": settings.seed,
-            "tuning_trials": settings.tuning_trials,
-            "env": settings.env,
-        },
+        {**protocol.to_params(), "env": settings.env},
     )
     decision = training.register_and_promote(
-        settings, model_uri, run_id, report.validation_ndcg, feature_set.version
+        tracking_uri,
+        settings.registered_model_name,
+        model_uri,
+        run_id,
+        report.validation_ndcg,
+        feature_set.version,
+        k=protocol.k,
+        margin=settings.promotion_margin,
     )
     training.publish_training_report(report, decision)
     bento_tag = None
     if decision.promoted:
         bento_tag = training.package_champion(
-            settings, model_dir, run_id, decision, feature_set.version
+            tracking_uri,
+            model_dir,
+            settings.processed_dir / "movies.parquet",
+            run_id,
+            decision,
+            feature_set.version,
+            bento_model_tag=settings.bento_model_tag,
         )
         print(f"Built Bento {bento_tag} with the new champion (bentoml serve {bento_tag}).")
     als = report.to_dict()["models"]["als"]

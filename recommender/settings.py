@@ -20,10 +20,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from recommender.modeling.protocol import DEFAULT_PROTOCOL, EvaluationProtocol, SplitKind
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_MOVIELENS = PROJECT_ROOT / "data" / "movielens" / "ml-latest-small"
 DEPLOYMENTS_DIR = PROJECT_ROOT / "deployments"
 ENVIRONMENTS = ("dev", "staging", "prod")
+REGISTERED_MODEL_NAME = "movie-recommender"
+"""The MLflow registered model and the BentoML model (and Bento) that serve it share this name."""
 
 Environment = Literal["dev", "staging", "prod"]
 
@@ -42,6 +46,7 @@ class Settings(BaseSettings):
     )
 
     env: Environment = "dev"
+    debug: bool = Field(default=False, description="Show tracebacks of command-line errors.")
     data_dir: Path = Field(
         default=PROJECT_ROOT / "var",
         description="Root of all generated data (raw crawls, processed tables, models).",
@@ -74,12 +79,13 @@ class Settings(BaseSettings):
     # Validation
     max_rejected_fraction: float = Field(default=0.01, ge=0, le=1)
 
-    # Training, tracking and the registry
-    split: Literal["random-per-user", "random-per-item", "temporal-per-user"] = "random-per-user"
-    test_fraction: float = Field(default=0.25, gt=0, lt=1)
-    seed: int = 42
-    k: int = Field(default=10, ge=1, le=100)
-    tuning_trials: int = Field(default=12, ge=1)
+    # Training (defaults: recommender.modeling.protocol), tracking and the registry
+    split: SplitKind = DEFAULT_PROTOCOL.split
+    test_fraction: float = Field(default=DEFAULT_PROTOCOL.test_fraction, gt=0, lt=1)
+    seed: int = DEFAULT_PROTOCOL.seed
+    k: int = Field(default=DEFAULT_PROTOCOL.k, ge=1, le=100)
+    tuning_trials: int = Field(default=DEFAULT_PROTOCOL.trials, ge=1, le=1000)
+    min_rating: float | None = Field(default=DEFAULT_PROTOCOL.min_rating, ge=0.5, le=5.0)
     feature_version: str | None = Field(
         default=None,
         description="Train on this stored feature version instead of building features anew.",
@@ -91,7 +97,7 @@ class Settings(BaseSettings):
         description="Tracking server URI; the default is a SQLite store under data_dir/mlflow.",
     )
     mlflow_experiment: str = "movierec"
-    registered_model_name: str = "movie-recommender"
+    registered_model_name: str = REGISTERED_MODEL_NAME
     promotion_margin: float = Field(
         default=0.0,
         ge=0,
@@ -112,9 +118,9 @@ class Settings(BaseSettings):
     )
     # ---------------------------------------------------------------------------------------------
 
-    # --- Serving (bentos/service.py, recommender/serving.py) -----------------------------------
+    # --- Serving (bentos/service.py, recommender/serving/) --------------------------------------
     bento_model_tag: str = Field(
-        default="movie-recommender:latest",
+        default=f"{REGISTERED_MODEL_NAME}:latest",
         description="The BentoML model the service loads; 'latest' is the newest imported "
         "champion.",
     )
@@ -135,21 +141,103 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @property
+    def evaluation_protocol(self) -> EvaluationProtocol:
+        """The configured offline evaluation protocol."""
+        return EvaluationProtocol(
+            split=self.split,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+            k=self.k,
+            trials=self.tuning_trials,
+            min_rating=self.min_rating,
+        )
+
+    def tmdb_crawl_options(self) -> dict[str, object]:
+        """The values of ``recommender.data.tmdb.CrawlConfig``, credentials included."""
+        return {
+            "api_key": self.tmdb_api_key,
+            "api_token": self.tmdb_api_token,
+            "base_url": self.tmdb_base_url,
+            "language": self.tmdb_language,
+            "region": self.tmdb_region,
+            "rate_limit": self.crawl_rate_limit,
+            "concurrency": self.crawl_concurrency,
+            "lists": tuple(self.crawl_lists),
+            "pages": self.crawl_pages,
+        }
+
+    @property
     def has_tmdb_credentials(self) -> bool:
         """True when a TMDB v3 key or v4 token is configured."""
         return self.tmdb_api_key is not None or self.tmdb_api_token is not None
 
+    # --- Paths under data_dir: every one of them is named here, nowhere else --------------------
     @property
     def raw_dir(self) -> Path:
+        """Raw inputs: the TMDB crawl and the served feedback and impression logs."""
         return self.data_dir / "raw"
 
     @property
-    def processed_dir(self) -> Path:
-        return self.data_dir / "processed"
+    def tmdb_dir(self) -> Path:
+        """The crawled TMDB responses (append-only JSONL)."""
+        return self.raw_dir / "tmdb"
 
     @property
     def feedback_log(self) -> Path:
+        """The feedback event log the service appends to and the data flow reads."""
         return self.raw_dir / "feedback" / "events.jsonl"
+
+    @property
+    def processed_dir(self) -> Path:
+        """The validated tables and their manifest."""
+        return self.data_dir / "processed"
+
+    @property
+    def features_dir(self) -> Path:
+        """The feature store's root."""
+        return self.data_dir / "features"
+
+    @property
+    def models_dir(self) -> Path:
+        """Trained models, one directory per feature version."""
+        return self.data_dir / "models"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """The embedded MLflow store (``mlflow.db``) and its artifacts."""
+        return self.data_dir / "mlflow"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Where experiments of the embedded MLflow store keep their artifacts."""
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """``mlflow_tracking_uri`` when set, else the embedded SQLite store."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def predictions_dir(self) -> Path:
+        """Batch predictions, one directory per model version."""
+        return self.data_dir / "predictions"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Downloads kept between runs (MovieLens zips)."""
+        return self.data_dir / "cache"
+
+    @property
+    def movielens_cache_dir(self) -> Path:
+        """Where MovieLens URLs are downloaded to."""
+        return self.cache_dir / "movielens"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Monitoring reports, one directory per run."""
+        return self.data_dir / "monitoring"
 
     @classmethod
     def settings_customise_sources(
@@ -194,3 +282,23 @@ def get_settings(**overrides: object) -> Settings:
             f"invalid configuration ({problems}); check the MOVIEREC_* environment variables "
             f"and deployments/{os.environ.get('MOVIEREC_ENV', 'dev')}.yaml"
         ) from exc
+
+
+# Environment of the project's own processes (the movierec command, the test session): native
+# libraries read these once, when they load, so they are set before anything imports numpy.
+PROCESS_ENVIRONMENT = {
+    # ALS and batched scoring run twice as fast single-threaded here; implicit warns otherwise.
+    "OPENBLAS_NUM_THREADS": "1",
+    # Prefect's console handler shows the library's progress logs (crawl, training) too.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "recommender",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+def configure_process() -> None:
+    """Set :data:`PROCESS_ENVIRONMENT` where the environment does not already say otherwise.
+
+    Call it first thing in a process entry point, before numpy is imported.
+    """
+    for name, value in PROCESS_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)

@@ -11,8 +11,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from recommender import catalog, feedback, ingest, movielens, schemas, storage, tmdb
-from recommender.settings import get_settings
+from recommender.data import catalog, feedback, ingest, movielens, schemas, storage, tmdb
 
 NETWORK_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
 
@@ -24,15 +23,17 @@ def load_movielens(source: str, cache_dir: Path) -> movielens.MovieLensData:
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
-def crawl_tmdb(pages: int | None, movie_ids: list[int]) -> tmdb.CrawlReport:
-    """Crawl TMDB (resuming); settings, credentials included, come from the environment."""
-    return tmdb.crawl_tmdb(get_settings(), pages=pages, movie_ids=movie_ids)
+def crawl_tmdb(
+    out_dir: Path, config: tmdb.CrawlConfig, pages: int | None, movie_ids: list[int]
+) -> tmdb.CrawlReport:
+    """Crawl TMDB into ``out_dir`` (resuming)."""
+    return tmdb.crawl_tmdb(out_dir, config, pages=pages, movie_ids=movie_ids)
 
 
 @task(cache_policy=NO_CACHE)
-def load_tmdb_details(raw_dir: Path) -> pl.DataFrame:
+def load_tmdb_details(tmdb_dir: Path) -> pl.DataFrame:
     """The crawled TMDB movie details (empty when nothing was crawled)."""
-    return tmdb.load_tmdb_details(raw_dir)
+    return tmdb.load_tmdb_details(tmdb_dir)
 
 
 @task(cache_policy=NO_CACHE)

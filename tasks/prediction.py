@@ -9,18 +9,18 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from recommender import storage, tracking
-from recommender.settings import Settings
+from recommender.data import storage
+from recommender.tracking import registry, runs
 
 
 @task(retries=2, retry_delay_seconds=[5, 15], cache_policy=NO_CACHE)
-def load_champion(settings: Settings) -> tracking.Champion:
+def load_champion(tracking_uri: str, experiment: str, name: str) -> registry.Champion:
     """The registry's champion model."""
-    return tracking.load_champion(tracking.connect(settings), settings.registered_model_name)
+    return registry.load_champion(runs.connect(tracking_uri, experiment=experiment), name)
 
 
 @task(cache_policy=NO_CACHE)
-def predict_all(champion: tracking.Champion, k: int) -> pl.DataFrame:
+def predict_all(champion: registry.Champion, k: int) -> pl.DataFrame:
     """Top-k for every user the model knows, with implicit's batched recommend."""
     model = champion.model
     return model.recommend_batch(model.user_ids, k=k).to_frame()
@@ -28,7 +28,7 @@ def predict_all(champion: tracking.Champion, k: int) -> pl.DataFrame:
 
 @task(cache_policy=NO_CACHE)
 def write_predictions(
-    predictions: pl.DataFrame, directory: Path, champion: tracking.Champion, k: int
+    predictions: pl.DataFrame, directory: Path, champion: registry.Champion, k: int
 ) -> dict[str, Any]:
     """``predictions.parquet`` and its manifest, which names the model that produced them."""
     return storage.write_tables(

@@ -11,9 +11,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from bentos import store
-from recommender import evaluation, features, model, storage, tracking
-from recommender.feature_store import FeatureSet, FeatureStore, FeatureVersionNotFoundError
-from recommender.settings import Settings
+from recommender.data import storage
+from recommender.features import build as features
+from recommender.features.store import FeatureSet, FeatureStore, FeatureVersionNotFoundError
+from recommender.modeling import als, evaluation
+from recommender.modeling.protocol import EvaluationProtocol
+from recommender.serving.bundle import lineage_labels
+from recommender.tracking import registry, runs
 
 
 @task(cache_policy=NO_CACHE)
@@ -33,50 +37,44 @@ def build_and_store_features(
 
 @task(cache_policy=NO_CACHE)
 def read_features(store_root: Path, version: str) -> FeatureSet:
-    """A stored feature set version (``MOVIEREC_FEATURE_VERSION``)."""
+    """A stored feature set version (the ``feature_version`` parameter)."""
     try:
         return FeatureStore(store_root).read(features.FEATURE_SET, version)
     except FeatureVersionNotFoundError as exc:
-        raise FeatureVersionNotFoundError(f"MOVIEREC_FEATURE_VERSION: {exc}") from exc
+        raise FeatureVersionNotFoundError(
+            f"feature_version (MOVIEREC_FEATURE_VERSION, --feature-version): {exc}"
+        ) from exc
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate(interactions: pl.DataFrame, settings: Settings) -> evaluation.EvaluationReport:
+def evaluate(
+    interactions: pl.DataFrame, protocol: EvaluationProtocol
+) -> evaluation.EvaluationReport:
     """Tune ALS on a validation split of the training part, score it and the baselines on test."""
-    return evaluation.evaluate_models(
-        interactions,
-        dataset=features.FEATURE_SET,
-        split=settings.split,
-        test_fraction=settings.test_fraction,
-        seed=settings.seed,
-        k=settings.k,
-        trials=settings.tuning_trials,
-    )
+    return evaluation.evaluate_models(interactions, protocol, dataset=features.FEATURE_SET)
 
 
 @task(cache_policy=NO_CACHE)
 def train_final(
     interactions: pl.DataFrame,
     movies: pl.DataFrame,
-    config: model.ALSConfig,
-    settings: Settings,
+    config: als.ALSConfig,
     directory: Path,
+    *,
+    seed: int,
+    use_gpu: bool,
 ) -> Path:
     """Fit the chosen configuration on all interactions and save it to ``directory``."""
-    als = model.train_als(
-        interactions,
-        config=config,
-        movies=movies,
-        random_state=settings.seed,
-        use_gpu=settings.use_gpu,
+    model = als.train_als(
+        interactions, config=config, movies=movies, random_state=seed, use_gpu=use_gpu
     )
-    return als.save(directory)
+    return model.save(directory)
 
 
 @task(cache_policy=NO_CACHE)
-def connect_tracking(settings: Settings) -> None:
-    """Point MLflow at the configured tracking store; fails at once when a server is down."""
-    tracking.connect(settings)
+def connect_tracking(uri: str, experiment: str, artifact_root: Path) -> None:
+    """Point MLflow at the tracking store; fails at once when a server is down."""
+    runs.connect(uri, experiment=experiment, artifact_root=artifact_root)
 
 
 @task(cache_policy=NO_CACHE)
@@ -88,7 +86,7 @@ def log_run(
     params: dict[str, Any],
 ) -> tuple[str, str]:
     """Log params, metrics, evaluation, plots, inputs and the pyfunc model to MLflow."""
-    return tracking.log_training_run(
+    return runs.log_training_run(
         report=report,
         model_dir=model_dir,
         feature_version=feature_set.version,
@@ -101,52 +99,61 @@ def log_run(
 
 @task(cache_policy=NO_CACHE)
 def register_and_promote(
-    settings: Settings, model_uri: str, run_id: str, validation_ndcg: float, feature_version: str
-) -> tracking.PromotionDecision:
+    tracking_uri: str,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    validation_ndcg: float,
+    feature_version: str,
+    *,
+    k: int,
+    margin: float,
+) -> registry.PromotionDecision:
     """Register the model as challenger; the gate decides whether it becomes champion."""
-    return tracking.register_and_promote(
-        tracking.connect(settings),
+    return registry.register_and_promote(
+        runs.client(tracking_uri),
         model_uri=model_uri,
         run_id=run_id,
-        name=settings.registered_model_name,
+        name=name,
         validation_ndcg=validation_ndcg,
-        k=settings.k,
-        margin=settings.promotion_margin,
+        k=k,
+        margin=margin,
         tags={"feature_version": feature_version},
     )
 
 
 @task(cache_policy=NO_CACHE)
 def package_champion(
-    settings: Settings,
+    tracking_uri: str,
     model_dir: Path,
+    catalog: Path,
     run_id: str,
-    decision: tracking.PromotionDecision,
+    decision: registry.PromotionDecision,
     feature_version: str,
+    *,
+    bento_model_tag: str,
 ) -> str:
     """Import the new champion into the BentoML model store, build the Bento and log its tag."""
     store.import_model(
         model_dir,
-        settings.processed_dir / "movies.parquet",
-        labels={
-            "model_version": decision.version,
-            "run_id": run_id,
-            "feature_version": feature_version,
-        },
+        catalog,
+        labels=lineage_labels(
+            model_version=decision.version, run_id=run_id, feature_version=feature_version
+        ),
         metadata={"validation_ndcg": decision.challenger_ndcg},
     )
-    bento_tag = store.build_bento()
-    tracking.connect(settings).set_tag(run_id, "bento_tag", bento_tag)
+    bento_tag = store.build_bento(model_tag=bento_model_tag)
+    runs.client(tracking_uri).set_tag(run_id, "bento_tag", bento_tag)
     return bento_tag
 
 
 @task
 def publish_training_report(
-    report: evaluation.EvaluationReport, decision: tracking.PromotionDecision
+    report: evaluation.EvaluationReport, decision: registry.PromotionDecision
 ) -> None:
     """The test metrics as a table artifact and the gate's decision as markdown."""
     create_table_artifact(
-        tracking.evaluation_table(report).to_dicts(),
+        runs.evaluation_table(report).to_dicts(),
         key="training-metrics",
         description=f"Test metrics at k={report.k} ({report.split}, seed {report.seed})",
     )

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from recommender.movielens import ML100K_GENRES
+from recommender.settings import configure_process
 
-# implicit warns (and warnings are errors) unless OpenBLAS is single-threaded. OpenBLAS reads
-# this when numpy is first imported, so nothing imported above may import numpy.
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
+# implicit warns (and warnings are errors) unless OpenBLAS is single-threaded; OpenBLAS reads
+# that when numpy is first imported, so nothing imported above may import numpy.
+configure_process()
+
+from recommender.data.movielens import ML100K_GENRES  # noqa: E402
+
 # One BentoML home for the session, set before anything imports bentoml (which reads it once):
 # in-process imports and `bentoml serve` subprocesses share it, and ~/bentoml is never touched.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="movierec-test-bentoml-")

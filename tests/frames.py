@@ -6,12 +6,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-INTERACTION_SCHEMA = {
-    "user_id": pl.Int64,
-    "movie_id": pl.Int64,
-    "rating": pl.Float64,
-    "timestamp": pl.Int64,
-}
+from recommender.data.contracts import RATINGS
 
 
 def interactions_frame(
@@ -19,5 +14,5 @@ def interactions_frame(
 ) -> pl.DataFrame:
     """Interactions from ``(user_id, movie_id, rating, timestamp)`` rows; ``source=None``
     leaves out the ``source`` column."""
-    frame = pl.DataFrame(list(rows), schema=INTERACTION_SCHEMA, orient="row")
+    frame = pl.DataFrame(list(rows), schema=RATINGS, orient="row")
     return frame if source is None else frame.with_columns(source=pl.lit(source))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from recommender.settings import PROJECT_ROOT, get_settings
-from tests.service_harness import HOST, free_port, running_server
+from support.servers import HOST, free_port, running_server
 
 if TYPE_CHECKING:  # the package is optional until the tests run (see browser_prerequisites)
     from playwright.sync_api import Browser, Page
@@ -87,11 +87,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "BENTOML_DO_NOT_TRACK": "true",
         "MOVIEREC_DATA_DIR": str(root / "data"),
         "MOVIEREC_FRONTEND_DIST": str(DIST),
-        "OPENBLAS_NUM_THREADS": "1",
     }
     trained = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("served_model.py")), str(root / "trained")]
-        + [MODEL_VERSION],
+        [sys.executable, "-m", "support.sample_model", str(root / "trained"), MODEL_VERSION],
         env=env,
         cwd=PROJECT_ROOT,
         capture_output=True,

@@ -11,7 +11,7 @@ import httpx
 import polars as pl
 import pytest
 
-from recommender.feedback import read_events
+from recommender.data.feedback import read_events
 
 try:
     from playwright.sync_api import expect

@@ -15,11 +15,9 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from recommender.catalog import build_catalog
-from recommender.model import train_als
-from recommender.movielens import load_movielens
-from recommender.settings import EMBEDDED_MOVIELENS, PROJECT_ROOT
-from tests.service_harness import HOST, ServingEnv, environment, free_port, running_server
+from recommender.settings import PROJECT_ROOT
+from support.sample_model import import_sample
+from support.servers import HOST, ServingEnv, environment, free_port, running_server
 
 
 @pytest.fixture(scope="session")
@@ -30,23 +28,17 @@ def serving_env(tmp_path_factory: pytest.TempPathFactory) -> ServingEnv:
     (dist / "assets").mkdir(parents=True)
     (dist / "index.html").write_text("<!doctype html><title>movierec</title>")
     (dist / "assets" / "app.js").write_text("console.log('movierec')\n")
-    data = load_movielens(EMBEDDED_MOVIELENS)
-    model = train_als(data.ratings, movies=data.movies)
-    model.save(root / "trained" / "model")
-    build_catalog(data.movies, data.links).write_parquet(root / "trained" / "catalog.parquet")
     env = {
         "BENTOML_HOME": os.environ["BENTOML_HOME"],  # the session's (tests/conftest.py)
         "MOVIEREC_DATA_DIR": str(root / "data"),
         "MOVIEREC_FRONTEND_DIST": str(dist),
-        "OPENBLAS_NUM_THREADS": "1",
     }
     with environment(env):
-        from bentos.store import import_model
-
-        tag = import_model(
-            root / "trained" / "model",
-            root / "trained" / "catalog.parquet",
-            labels={"model_version": "1", "run_id": "run-abc", "feature_version": "fv-1"},
+        tag, _ = import_sample(
+            root / "trained",
+            model_version="1",
+            run_id="run-abc",
+            feature_version="fv-1",
             metadata={"validation_ndcg": 0.25},
         )
     return ServingEnv(

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from recommender.settings import PROJECT_ROOT
-from tests.service_harness import ServingEnv, environment
+from support.servers import ServingEnv, environment
 
 pytestmark = [
     pytest.mark.integration,
@@ -23,7 +23,7 @@ def bento(serving_env: ServingEnv) -> Path:
     with environment(serving_env.env):
         from bentos.store import build_bento
 
-        tag = build_bento(labels={"stage": "test"})
+        tag = build_bento(model_tag=serving_env.model_tag, labels={"stage": "test"})
     name, version = tag.split(":")
     assert name == "movie-recommender"
     return Path(serving_env.env["BENTOML_HOME"]) / "bentos" / name / version
@@ -67,7 +67,7 @@ def test_the_bento_records_the_model_and_its_lineage(bento: Path, serving_env: S
 
 def test_the_bento_holds_the_code_and_the_built_page_when_there_is_one(bento: Path) -> None:
     src = bento / "src"
-    for path in ("bentos/service.py", "recommender/serving.py", "deployments/prod.yaml"):
+    for path in ("bentos/service.py", "recommender/serving/api.py", "deployments/prod.yaml"):
         assert (src / path).is_file(), path
     assert not (src / "tests").exists() and not (src / "var").exists()
     # the include pattern matches nothing until `npm run build` has made frontend/dist

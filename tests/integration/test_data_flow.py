@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recommender.feedback import FeedbackEvent, append_events
-from recommender.schemas import TooManyRejectedError
-from tests.fake_tmdb import FakeTMDB
+from recommender.data.feedback import FeedbackEvent, append_events
+from recommender.data.schemas import TooManyRejectedError
+from support.fake_tmdb import FakeTMDB
 
 pytestmark = pytest.mark.integration
 

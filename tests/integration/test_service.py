@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from recommender.feedback import read_events
-from tests.service_harness import ServingEnv
+from recommender.data.feedback import read_events
+from support.servers import ServingEnv
 
 pytestmark = [
     pytest.mark.integration,

@@ -13,9 +13,10 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recommender.feature_store import FeatureVersionNotFoundError
+from recommender.features.store import FeatureVersionNotFoundError
 from recommender.settings import EMBEDDED_MOVIELENS
-from recommender.tracking import NoChampionError, TrackingUnavailableError
+from recommender.tracking.registry import NoChampionError
+from recommender.tracking.runs import TrackingUnavailableError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -129,5 +130,8 @@ def test_unknown_feature_version_names_the_setting(
     from flows.training import training_flow
 
     monkeypatch.setenv("MOVIEREC_FEATURE_VERSION", "feedfacecafebeef")
-    with pytest.raises(FeatureVersionNotFoundError, match="MOVIEREC_FEATURE_VERSION: .*no version"):
+    with pytest.raises(
+        FeatureVersionNotFoundError,
+        match=r"MOVIEREC_FEATURE_VERSION, --feature-version\): .*no version",
+    ):
         training_flow()

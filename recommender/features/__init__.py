@@ -1,0 +1,1 @@
+"""Features with polars (the interaction matrix, movie and user features) and the feature store."""

@@ -1,0 +1,2 @@
+"""What the HTTP API does without BentoML: the endpoints' logic, the catalog, the served-model
+format."""
