@@ -5,7 +5,6 @@ SHELL := /bin/bash
 # uv on PATH, else the copy that `python3 -m pip install uv` puts next to python3.
 UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo python3 -m uv)
 
-export OPENBLAS_NUM_THREADS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export BENTOML_DO_NOT_TRACK := true

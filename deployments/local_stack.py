@@ -464,7 +464,6 @@ def flow_env(stack: Stack, ports: dict[str, int]) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "MLFLOW_TRACKING_URI": base_url(ports["mlflow"]),
         "MOVIEREC_DATA_DIR": str(stack.data),
-        "OPENBLAS_NUM_THREADS": "1",
     }
 
 

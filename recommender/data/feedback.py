@@ -38,6 +38,10 @@ from recommender.data.logs import AppendLog, read_log
 
 EventType = Literal["view", "click", "like", "dislike", "rating"]
 
+MAX_TIMESTAMP = 4_102_444_800.0
+"""2100-01-01 UTC in unix seconds: the latest time any table of the pipeline takes (timestamps
+become Int64 seconds in the interactions)."""
+
 EVENT_RATINGS: dict[str, float] = {"like": 5.0, "click": 3.5, "view": 3.0}
 FEEDBACK_DTYPES = contracts.FEEDBACK
 REJECTED_DTYPES = contracts.REJECTED_LINES
@@ -57,7 +61,7 @@ class FeedbackEvent(BaseModel):
     movie_id: int = Field(gt=0, strict=True)
     event: EventType
     value: float | None = Field(default=None, ge=0.5, le=5.0)
-    timestamp: float = Field(default_factory=time.time, ge=0)
+    timestamp: float = Field(default_factory=time.time, ge=0, le=MAX_TIMESTAMP)
 
     @model_validator(mode="after")
     def _rating_has_value(self) -> FeedbackEvent:

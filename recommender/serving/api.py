@@ -12,13 +12,14 @@ their pydantic models refuse them. What a served model directory holds is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from recommender.data.feedback import FeedbackEvent, append_event
 from recommender.modeling.als import (
@@ -113,11 +114,34 @@ class ExplainRequest(_Request):
     n: Annotated[int, Field(ge=1, le=MAX_K, strict=True)] = 10
 
 
+MAX_CLOCK_SKEW_S = 300.0
+"""How far in the future a client's event time may be (clocks disagree by seconds, not more)."""
+MAX_EVENT_AGE_S = 7 * 86_400.0
+"""How old an event a client may still report (a client that was offline for a while)."""
+
+
 class Feedback(FeedbackEvent):
-    """A feedback event as the API takes and returns it; ``timestamp`` defaults to now."""
+    """A feedback event as the API takes and returns it.
+
+    The server stamps ``timestamp`` with the time it received the event; a client that sends
+    its own (an event it queued while offline) must send one within the last
+    :data:`MAX_EVENT_AGE_S` and at most :data:`MAX_CLOCK_SKEW_S` ahead of the server's clock.
+    """
 
     user_id: PositiveId
     movie_id: PositiveId
+
+    @field_validator("timestamp")
+    @classmethod
+    def _near_the_server_clock(cls, value: float) -> float:
+        now = time.time()
+        if not now - MAX_EVENT_AGE_S <= value <= now + MAX_CLOCK_SKEW_S:
+            raise ValueError(
+                f"timestamp must be unix seconds between {now - MAX_EVENT_AGE_S:.0f} (7 days ago) "
+                f"and {now + MAX_CLOCK_SKEW_S:.0f} (5 minutes ahead); leave it out to use the "
+                "time the server receives the event"
+            )
+        return value
 
 
 # --- Responses ------------------------------------------------------------------------------

@@ -110,3 +110,32 @@ def test_data_flow_fails_loudly_when_too_many_rows_are_rejected(
     quarantine = tmp_path / "data" / "processed" / "quarantine" / "ratings.parquet"
     assert pl.read_parquet(quarantine)["rating"].to_list() == [9.0]
     assert not (tmp_path / "data" / "processed" / "manifest.json").exists()
+
+
+def test_a_poisoned_feedback_line_is_quarantined_and_the_flow_goes_on(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.data_pipeline import data_pipeline
+
+    dataset = _dataset(tmp_path / "ml", [11, 18, 25])
+    (dataset / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.0,101\n2,1,5.0,102\n"
+    )
+    log = tmp_path / "data" / "raw" / "feedback" / "events.jsonl"
+    log.parent.mkdir(parents=True)
+    # Accepted by the API before timestamps were bounded; it broke every data run after it.
+    good = [
+        json.dumps({"user_id": 5, "movie_id": m, "event": "like", "timestamp": 1_700_000_000.0})
+        for m in (1, 2, 3)
+    ]
+    poison = '{"user_id":1,"movie_id":1,"event":"like","timestamp":1e19}'
+    log.write_text("\n".join([*good[:2], poison, *good[2:]]) + "\n" + "\n".join(good * 40) + "\n")
+    monkeypatch.setenv("MOVIEREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TMDB_API_KEY", raising=False)
+    monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
+
+    manifest = data_pipeline(ratings=str(dataset), crawl=False)
+
+    assert manifest["tables"]["interactions"]["rows"] == 3 + 3 + 3 * 40
+    quarantine = tmp_path / "data" / "processed" / "quarantine" / "feedback_lines.parquet"
+    assert pl.read_parquet(quarantine)["line"].to_list() == [3]

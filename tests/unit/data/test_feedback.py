@@ -204,3 +204,15 @@ def test_events_map_to_interactions() -> None:
     )
     assert_frame_equal(interactions, expected)
     validate_frame(interactions, InteractionsSchema, name="i", max_rejected_fraction=0)
+
+
+def test_a_logged_time_past_what_the_pipeline_takes_is_rejected_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        '{"user_id":1,"movie_id":1,"event":"like","timestamp":1e19}\n'
+        '{"user_id":1,"movie_id":2,"event":"like","timestamp":1700000000.0}\n'
+    )
+    log = read_events(path)
+    assert log.events["movie_id"].to_list() == [2]
+    assert log.rejected["line"].to_list() == [1]
+    assert log.rejected["reason"].item().startswith("timestamp: Input should be less than")

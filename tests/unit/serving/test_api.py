@@ -8,6 +8,7 @@ The catalog also holds ``UNRATED``, a movie nobody rated (not in the model).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import polars as pl
@@ -18,8 +19,11 @@ from recommender.data.catalog import CATALOG_COLUMNS
 from recommender.data.feedback import FeedbackEvent, read_events
 from recommender.modeling.als import ALSConfig, ALSRecommender, train_als
 from recommender.serving.api import (
+    MAX_CLOCK_SKEW_S,
+    MAX_EVENT_AGE_S,
     MAX_IDS,
     ExplainRequest,
+    Feedback,
     MoviesRequest,
     PopularRequest,
     RecommendationsResponse,
@@ -309,3 +313,22 @@ def test_request_defaults() -> None:
     assert (page.query, page.page, page.page_size) == (None, 1, 20)
     liked = RecommendForLikedRequest.model_validate_json('{"liked_movie_ids": [1, 2]}')
     assert (liked.liked_movie_ids, liked.k) == ([1, 2], 10)
+
+
+def test_the_api_stamps_feedback_with_the_time_it_receives_it() -> None:
+    before = time.time()
+    event = Feedback(user_id=1, movie_id=movie(1), event="like")
+    assert before <= event.timestamp <= time.time()
+
+
+@pytest.mark.parametrize(
+    "offset", [-MAX_EVENT_AGE_S - 60, MAX_CLOCK_SKEW_S + 60, 1e19, -1e19, float("inf")]
+)
+def test_feedback_times_far_from_the_server_clock_are_refused(offset: float) -> None:
+    with pytest.raises(ValidationError, match="timestamp"):
+        Feedback(user_id=1, movie_id=movie(1), event="like", timestamp=time.time() + offset)
+
+
+def test_feedback_times_within_the_window_are_kept() -> None:
+    queued = time.time() - MAX_EVENT_AGE_S + 60
+    assert Feedback(user_id=1, movie_id=1, event="view", timestamp=queued).timestamp == queued
