@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from recommender.settings import configure_process
 
-configure_process()  # before anything imports numpy: OpenBLAS reads its thread count once
+# Before anything imports numpy: OpenBLAS reads its thread count once.
+configure_process(flow_logging=True)
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -289,16 +289,21 @@ def get_settings(**overrides: object) -> Settings:
 PROCESS_ENVIRONMENT = {
     # ALS and batched scoring run twice as fast single-threaded here; implicit warns otherwise.
     "OPENBLAS_NUM_THREADS": "1",
-    # Prefect's console handler shows the library's progress logs (crawl, training) too.
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "recommender",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+FLOW_LOGGING_ENVIRONMENT = {
+    # Prefect's handlers show (and send to the server) the library's progress logs too; only
+    # for processes whose library calls run inside flows, as the movierec command's do.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "recommender",
 }
 
 
-def configure_process() -> None:
-    """Set :data:`PROCESS_ENVIRONMENT` where the environment does not already say otherwise.
+def configure_process(*, flow_logging: bool = False) -> None:
+    """Set :data:`PROCESS_ENVIRONMENT` (and, with ``flow_logging``,
+    :data:`FLOW_LOGGING_ENVIRONMENT`) where the environment does not already say otherwise.
 
     Call it first thing in a process entry point, before numpy is imported.
     """
-    for name, value in PROCESS_ENVIRONMENT.items():
+    variables = {**PROCESS_ENVIRONMENT, **(FLOW_LOGGING_ENVIRONMENT if flow_logging else {})}
+    for name, value in variables.items():
         os.environ.setdefault(name, value)

@@ -79,7 +79,7 @@ def test_settings_take_the_evaluation_defaults_from_the_protocol() -> None:
 
 
 def test_every_data_path_lies_under_the_data_dir(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=None)
     paths = [
         getattr(settings, name)
         for name in dir(Settings)
