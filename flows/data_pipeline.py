@@ -63,6 +63,9 @@ def data_pipeline(
         processed,
     )
     movies, links, ratings_result, feedback = (run.result() for run in validations)
+    ratings_result = data.quarantine_orphans(
+        ratings_result, movies, ml.source.uri, limit, processed
+    )
     details = details_run.result()
     results = [movies, links, details, ratings_result, feedback]
     data.publish_validation_summary(results)

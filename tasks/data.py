@@ -71,6 +71,24 @@ def validate_feedback(
 
 
 @task(cache_policy=NO_CACHE)
+def quarantine_orphans(
+    ratings: schemas.ValidationResult,
+    movies: schemas.ValidationResult,
+    source: str,
+    max_rejected_fraction: float,
+    processed_dir: Path,
+) -> schemas.ValidationResult:
+    """Quarantine ratings of movies the validated movies lack; no ratings at all is an error."""
+    return ingest.quarantine_orphans(
+        ratings,
+        movies.valid.get_column("movie_id"),
+        source=source,
+        max_rejected_fraction=max_rejected_fraction,
+        processed_dir=processed_dir,
+    )
+
+
+@task(cache_policy=NO_CACHE)
 def build_catalog(movies: pl.DataFrame, links: pl.DataFrame, details: pl.DataFrame) -> pl.DataFrame:
     """Join MovieLens movies and links with the TMDB details."""
     return catalog.build_catalog(movies, links, details if details.height else None)

@@ -94,6 +94,55 @@ def validate_feedback(
     )
 
 
+ORPHAN_MOVIE = "movie_id: not in movies"
+
+
+def quarantine_orphans(
+    result: ValidationResult,
+    movie_ids: pl.Series,
+    *,
+    source: str,
+    max_rejected_fraction: float,
+    processed_dir: Path,
+) -> ValidationResult:
+    """Move the valid ratings of movies that ``movie_ids`` lacks to the ratings' quarantine.
+
+    They count as rejected rows (reason :data:`ORPHAN_MOVIE`): a rating of a movie the catalog
+    does not hold cannot be served or explained.
+
+    Raises:
+        ValueError: ``source`` has no ratings at all (an empty or header-only file).
+        TooManyRejectedError: After writing the quarantine, when too many rows failed.
+    """
+    summary: dict[str, Any] = dict(result.summary)
+    if summary["rows_in"] == 0:
+        raise ValueError(
+            f"the ratings source {source} holds no ratings; point --ratings "
+            "(MOVIEREC_RATINGS_SOURCE) at a MovieLens dataset with a non-empty ratings file"
+        )
+    orphan = ~result.valid.get_column("movie_id").is_in(movie_ids.implode())
+    orphans = int(orphan.sum())
+    if orphans:
+        quarantine = pl.concat(
+            [
+                result.quarantine,
+                result.valid.filter(orphan).with_columns(reason=pl.lit(ORPHAN_MOVIE)),
+            ]
+        )
+        summary["valid"] -= orphans
+        summary["rejected"] += orphans
+        summary["rejected_fraction"] = summary["rejected"] / summary["rows_in"]
+        reasons = {**summary["reasons"], ORPHAN_MOVIE: orphans}
+        summary["reasons"] = dict(sorted(reasons.items(), key=lambda item: -item[1]))
+        result = ValidationResult(
+            valid=result.valid.filter(~orphan), quarantine=quarantine, summary=summary
+        )
+        _write_quarantine(
+            quarantine, processed_dir / QUARANTINE_DIR / f"{summary['table']}.parquet"
+        )
+    return enforce_rejected_fraction(result, max_rejected_fraction=max_rejected_fraction)
+
+
 def combine_interactions(ratings: pl.DataFrame, feedback_events: pl.DataFrame) -> pl.DataFrame:
     """Validated MovieLens ratings plus the positive feedback events, oldest first."""
     return pl.concat(

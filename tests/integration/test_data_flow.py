@@ -139,3 +139,37 @@ def test_a_poisoned_feedback_line_is_quarantined_and_the_flow_goes_on(
     assert manifest["tables"]["interactions"]["rows"] == 3 + 3 + 3 * 40
     quarantine = tmp_path / "data" / "processed" / "quarantine" / "feedback_lines.parquet"
     assert pl.read_parquet(quarantine)["line"].to_list() == [3]
+
+
+@pytest.mark.parametrize(
+    ("ratings", "error"),
+    [
+        ("userId,movieId,rating,timestamp\n", "holds no ratings"),
+        ("userId,movieId,rating,timestamp\n1,77,4.0,100\n2,78,3.0,101\n", "2 of 2 rows"),
+    ],
+    ids=["header-only", "all-orphans"],
+)
+def test_ratings_that_cannot_be_right_fail_the_run_and_keep_the_previous_tables(
+    prefect_harness: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ratings: str,
+    error: str,
+) -> None:
+    from flows.data_pipeline import data_pipeline
+
+    monkeypatch.setenv("MOVIEREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TMDB_API_KEY", raising=False)
+    monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
+    good = _dataset(tmp_path / "good", [11, 18, 25])
+    (good / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,100\n")
+    before = data_pipeline(ratings=str(good), crawl=False)
+    bad = _dataset(tmp_path / "bad", [11, 18, 25])
+    (bad / "ratings.csv").write_text(ratings)
+
+    with pytest.raises(ValueError, match=error):
+        data_pipeline(ratings=str(bad), crawl=False)
+
+    processed = tmp_path / "data" / "processed"
+    assert json.loads((processed / "manifest.json").read_text()) == before
+    assert pl.read_parquet(processed / "interactions.parquet")["movie_id"].to_list() == [1]
