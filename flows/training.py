@@ -6,7 +6,6 @@ from typing import Any
 
 from prefect import flow
 
-from recommender.features.build import FEATURE_SET
 from recommender.modeling.protocol import SplitKind
 from recommender.settings import get_settings
 from tasks import training
@@ -76,7 +75,7 @@ def training_flow(
         report,
         model_dir,
         feature_set,
-        store_root / FEATURE_SET / feature_set.version,
+        store_root,
         {**protocol.to_params(), "env": settings.env},
     )
     decision = training.register_and_promote(
@@ -95,7 +94,7 @@ def training_flow(
         bento_tag = training.package_champion(
             tracking_uri,
             model_dir,
-            settings.processed_dir / "movies.parquet",
+            settings.catalog_table,
             run_id,
             decision,
             feature_set.version,

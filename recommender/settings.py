@@ -193,6 +193,11 @@ class Settings(BaseSettings):
         return self.data_dir / "processed"
 
     @property
+    def catalog_table(self) -> Path:
+        """The processed catalog (``movies`` table) that a packaged model ships with."""
+        return self.processed_dir / "movies.parquet"
+
+    @property
     def features_dir(self) -> Path:
         """The feature store's root."""
         return self.data_dir / "features"

@@ -82,7 +82,7 @@ def log_run(
     report: evaluation.EvaluationReport,
     model_dir: Path,
     feature_set: FeatureSet,
-    feature_path: Path,
+    store_root: Path,
     params: dict[str, Any],
 ) -> tuple[str, str]:
     """Log params, metrics, evaluation, plots, inputs and the pyfunc model to MLflow."""
@@ -91,7 +91,7 @@ def log_run(
         model_dir=model_dir,
         feature_version=feature_set.version,
         features=feature_set.tables["interactions"],
-        feature_path=feature_path,
+        feature_path=FeatureStore(store_root).directory(feature_set.name, feature_set.version),
         data_manifest=feature_set.metadata["source_manifest"],
         params=params,
     )

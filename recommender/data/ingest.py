@@ -80,14 +80,9 @@ def validate_feedback(
         processed_dir=processed_dir,
     )
     _write_quarantine(log.rejected, processed_dir / QUARANTINE_DIR / "feedback_lines.parquet")
-    summary: dict[str, Any] = dict(result.summary)
-    lines = log.rejected.height
-    if lines:
-        summary["rows_in"] += lines
-        summary["rejected"] += lines
-        summary["rejected_fraction"] = summary["rejected"] / summary["rows_in"]
-        reasons = {UNPARSEABLE_LINE: lines, **summary["reasons"]}
-        summary["reasons"] = dict(sorted(reasons.items(), key=lambda item: -item[1]))
+    summary = _with_rejections(
+        result.summary, UNPARSEABLE_LINE, log.rejected.height, from_valid=False
+    )
     return enforce_rejected_fraction(
         ValidationResult(valid=result.valid, quarantine=result.quarantine, summary=summary),
         max_rejected_fraction=max_rejected_fraction,
@@ -114,8 +109,7 @@ def quarantine_orphans(
         ValueError: ``source`` has no ratings at all (an empty or header-only file).
         TooManyRejectedError: After writing the quarantine, when too many rows failed.
     """
-    summary: dict[str, Any] = dict(result.summary)
-    if summary["rows_in"] == 0:
+    if result.summary["rows_in"] == 0:
         raise ValueError(
             f"the ratings source {source} holds no ratings; point --ratings "
             "(MOVIEREC_RATINGS_SOURCE) at a MovieLens dataset with a non-empty ratings file"
@@ -129,11 +123,7 @@ def quarantine_orphans(
                 result.valid.filter(orphan).with_columns(reason=pl.lit(ORPHAN_MOVIE)),
             ]
         )
-        summary["valid"] -= orphans
-        summary["rejected"] += orphans
-        summary["rejected_fraction"] = summary["rejected"] / summary["rows_in"]
-        reasons = {**summary["reasons"], ORPHAN_MOVIE: orphans}
-        summary["reasons"] = dict(sorted(reasons.items(), key=lambda item: -item[1]))
+        summary = _with_rejections(result.summary, ORPHAN_MOVIE, orphans, from_valid=True)
         result = ValidationResult(
             valid=result.valid.filter(~orphan), quarantine=quarantine, summary=summary
         )
@@ -141,6 +131,22 @@ def quarantine_orphans(
             quarantine, processed_dir / QUARANTINE_DIR / f"{summary['table']}.parquet"
         )
     return enforce_rejected_fraction(result, max_rejected_fraction=max_rejected_fraction)
+
+
+def _with_rejections(
+    summary: dict[str, Any], reason: str, count: int, *, from_valid: bool
+) -> dict[str, Any]:
+    """``summary`` with ``count`` more rejected rows for ``reason``: rows taken from the valid
+    ones (``from_valid``) or rows the frame did not hold (which add to ``rows_in``)."""
+    if not count:
+        return summary
+    summary = dict(summary)
+    summary["valid" if from_valid else "rows_in"] += -count if from_valid else count
+    summary["rejected"] += count
+    summary["rejected_fraction"] = summary["rejected"] / summary["rows_in"]
+    reasons = {reason: count, **summary["reasons"]}
+    summary["reasons"] = dict(sorted(reasons.items(), key=lambda item: -item[1]))
+    return summary
 
 
 def combine_interactions(ratings: pl.DataFrame, feedback_events: pl.DataFrame) -> pl.DataFrame:

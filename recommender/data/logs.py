@@ -142,6 +142,8 @@ def _reason(exc: ValueError) -> str:
 
 def _end_of_last_line(fd: int, size: int) -> int:
     """Offset just after the last newline of the file (0 when there is none)."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size  # the usual case: one byte read per append
     end = size
     while end > 0:
         start = max(0, end - _CHUNK)

@@ -99,7 +99,7 @@ class FeatureStore:
             raise ValueError("tables must hold at least one table")
         hashes = {table: frame_hash(df) for table, df in tables.items()}
         version = combined_hash(hashes)[:16]
-        target = self.root / name / version
+        target = self.directory(name, version)
         if (target / METADATA_NAME).is_file():
             return self.read(name, version)
 
@@ -133,6 +133,10 @@ class FeatureStore:
                 raise
         return FeatureSet(name=name, version=version, tables=dict(tables), metadata=metadata)
 
+    def directory(self, name: str, version: str) -> Path:
+        """Where version ``version`` of feature set ``name`` lives."""
+        return self.root / name / version
+
     def registry(self, name: str) -> list[dict[str, Any]]:
         """Metadata of every stored version of ``name``, oldest first."""
         entries = [read_json(path) for path in (self.root / name).glob(f"*/{METADATA_NAME}")]
@@ -148,7 +152,7 @@ class FeatureStore:
                     "flow (movierec train) to build features first"
                 )
             version = entries[-1]["version"]
-        directory = self.root / name / version
+        directory = self.directory(name, version)
         if not (directory / METADATA_NAME).is_file():
             known = ", ".join(entry["version"] for entry in self.registry(name)) or "none"
             raise FeatureVersionNotFoundError(

@@ -28,7 +28,7 @@ from recommender.modeling.als import (
     UnknownMovieError,
     UnknownUserError,
 )
-from recommender.serving.bundle import read_bundle
+from recommender.serving.bundle import check_catalog_covers, read_bundle
 from recommender.serving.catalog import Catalog, Movie, MoviesPage
 
 _Event = TypeVar("_Event", bound=FeedbackEvent)
@@ -198,11 +198,7 @@ class RecommenderAPI:
         model_version: str,
         feedback_log: Path,
     ) -> None:
-        absent = catalog.unknown(model.movie_ids.tolist())
-        if absent:
-            raise ValueError(
-                f"catalog lacks {len(absent)} movie(s) the model recommends, e.g. {absent[:5]}"
-            )
+        check_catalog_covers(model, catalog.movie_ids)
         self.model = model
         self.catalog = catalog
         self.model_version = model_version

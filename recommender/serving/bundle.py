@@ -64,12 +64,18 @@ def read_bundle(directory: Path) -> tuple[ALSRecommender, pl.DataFrame]:
     """
     model = ALSRecommender.load(directory / MODEL_DIR)
     catalog = pl.read_parquet(directory / CATALOG_FILE, columns=CATALOG.names())
-    absent = np.setdiff1d(model.movie_ids, catalog.get_column("movie_id").to_numpy())
+    check_catalog_covers(model, catalog.get_column("movie_id").to_numpy())
+    return model, catalog
+
+
+def check_catalog_covers(model: ALSRecommender, catalog_movie_ids: np.ndarray) -> None:
+    """Raise ValueError when the catalog lacks movies the model can recommend (a response
+    could not describe them)."""
+    absent = np.setdiff1d(model.movie_ids, catalog_movie_ids)
     if len(absent):
         raise ValueError(
             f"catalog lacks {len(absent)} movie(s) the model recommends, e.g. {absent[:5].tolist()}"
         )
-    return model, catalog
 
 
 def model_version(labels: Mapping[str, str], fallback: str) -> str:

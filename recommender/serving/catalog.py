@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
@@ -75,6 +76,11 @@ class Catalog:
 
     def __getitem__(self, movie_id: int) -> Movie:
         return self._movies[movie_id]
+
+    @property
+    def movie_ids(self) -> np.ndarray:
+        """The catalog's movie ids, in listing order."""
+        return np.asarray(self._order, dtype=np.int64)
 
     def unknown(self, movie_ids: Iterable[int]) -> list[int]:
         """The ids (sorted, distinct) that are not in the catalog."""
