@@ -9,11 +9,13 @@ have had anyway once idle for ``burst / rate`` seconds.
 :func:`client_key` picks the address to limit: behind ``trusted_hops`` reverse proxies (the
 Kubernetes Ingress controller is one) the peer is the nearest proxy, and the client is the
 address the outermost trusted proxy appended to ``X-Forwarded-For``; entries further left were
-written by the client itself and are never trusted.
+written by the client itself and are never trusted. An IPv6 client is its /64 network: one
+host usually holds a whole /64, so counting its addresses one by one would not limit it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -108,11 +110,19 @@ def client_key(peer: str | None, forwarded_for: list[str], *, trusted_hops: int)
     Returns:
         With ``trusted_hops`` n > 0, the n-th address from the right of ``X-Forwarded-For``;
         the peer when there is no proxy or the header has fewer addresses than trusted hops
-        (the request did not come through them). ``"unknown"`` without any address.
+        (the request did not come through them); an IPv6 address as its /64 network.
+        ``"unknown"`` without any address.
     """
+    address = peer or "unknown"
     if trusted_hops > 0:
         hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
         hops = [hop for hop in hops if hop]
         if len(hops) >= trusted_hops:
-            return hops[-trusted_hops]
-    return peer or "unknown"
+            address = hops[-trusted_hops]
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # a name or an address with a port: only ever compared, never parsed
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network((ip, 64), strict=False))
+    return address

@@ -78,6 +78,9 @@ def test_retry_after_is_whole_seconds_rounded_up() -> None:
         ("10.0.0.9", ["1.1.1.1"], 2, "10.0.0.9"),  # fewer addresses than proxies: not proxied
         ("10.0.0.9", [" , "], 1, "10.0.0.9"),
         (None, [], 0, "unknown"),
+        ("2001:db8:1:2:aa::1", [], 0, "2001:db8:1:2::/64"),  # one host holds a whole /64
+        ("10.0.0.9", ["2001:db8:1:2:bb::7"], 1, "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.1", [], 0, "::ffff:192.0.2.1"),
     ],
 )
 def test_client_key(peer: str | None, forwarded: list[str], hops: int, key: str) -> None:
