@@ -1,6 +1,6 @@
-"""The ASGI pieces the service attaches: error answers, request guards, a context fix and the
-web page's static files. Each exists because of a measurement or a BentoML 1.4 behaviour;
-docs/serving-performance.md explains them.
+"""The ASGI pieces the service attaches: error answers, request guards, a rate limit, a context
+fix and the web page's static files. Each exists because of a measurement or a BentoML 1.4
+behaviour (docs/serving-performance.md explains them) or an abuse (docs/threat-model.md).
 """
 
 from __future__ import annotations
