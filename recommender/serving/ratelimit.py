@@ -124,5 +124,5 @@ def client_key(peer: str | None, forwarded_for: list[str], *, trusted_hops: int)
     except ValueError:  # a name or an address with a port: only ever compared, never parsed
         return address
     if ip.version == 6 and ip.ipv4_mapped is None:
-        return str(ipaddress.ip_network((ip, 64), strict=False))
+        return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
     return address
