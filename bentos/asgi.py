@@ -1,6 +1,6 @@
-"""The ASGI pieces the service attaches: error answers, request guards, a context fix and the
-web page's static files. Each exists because of a measurement or a BentoML 1.4 behaviour;
-docs/serving-performance.md explains them.
+"""The ASGI pieces the service attaches: error answers, request guards, a rate limit, a context
+fix and the web page's static files. Each exists because of a measurement or a BentoML 1.4
+behaviour (docs/serving-performance.md explains them) or an abuse (docs/threat-model.md).
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -23,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recommender.serving.api import MAX_IDS, RequestError
+from recommender.serving.ratelimit import RateLimiter, client_key, retry_after_header
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -107,6 +109,64 @@ class RequestGuard:
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"request body is larger than {self.max_bytes} bytes; send at most {MAX_IDS} ids"
         await _refuse(413, message, scope, receive, send)
+
+
+_RATE_LIMITED = Counter(
+    "movierec_requests_rate_limited",
+    "Requests refused with a 429 because their client exceeded its rate, by path",
+    ["path"],
+)
+
+
+class RateLimit:
+    """Answer ``POST`` requests to ``paths`` with 429 and ``Retry-After`` past a client's rate.
+
+    Each client (:func:`~recommender.serving.ratelimit.client_key`, behind ``trusted_hops``
+    proxies) has a token bucket of ``burst`` requests refilled at ``rate_per_minute``
+    (:class:`~recommender.serving.ratelimit.RateLimiter`, at most ``max_clients`` tracked). The
+    check runs before the body is read. The limiter lives in the worker process, so a client
+    spread over several workers (or replicas) gets the rate once per worker; docs/threat-model.md.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        paths: Collection[str],
+        rate_per_minute: float,
+        burst: int,
+        max_clients: int,
+        trusted_hops: int,
+    ) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+        self.trusted_hops = trusted_hops
+        self.limiter = RateLimiter(rate_per_minute, burst=burst, max_clients=max_clients)
+        for path in self.paths:
+            _RATE_LIMITED.labels(path)  # export zeros, so that rates exist from the start
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        peer = scope.get("client")
+        forwarded = Headers(scope=scope).getlist("x-forwarded-for")
+        key = client_key(peer[0] if peer else None, forwarded, trusted_hops=self.trusted_hops)
+        wait = self.limiter.acquire(key)
+        if not wait:
+            await self.app(scope, receive, send)
+            return
+        _RATE_LIMITED.labels(scope["path"]).inc()
+        retry_after = retry_after_header(wait)
+        message = (
+            f"too many requests to {scope['path']} from your address: at most "
+            f"{self.limiter.rate_per_minute:g} a minute after a burst of {self.limiter.burst}; "
+            f"retry after {retry_after} s"
+        )
+        answer = JSONResponse(
+            {"error": message}, status_code=429, headers={"Retry-After": retry_after}
+        )
+        await answer(scope, receive, send)
 
 
 async def _refuse(status: int, message: str, scope: Scope, receive: Receive, send: Send) -> None:

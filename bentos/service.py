@@ -24,6 +24,7 @@ from prometheus_client import Counter
 from bentos.asgi import (
     DropClientErrors,
     IsolateResponseContext,
+    RateLimit,
     RequestGuard,
     frontend_app,
     json_errors,
@@ -145,6 +146,16 @@ class MovieRecommender:
         return event
 
 
+if _SETTINGS.feedback_rate_per_minute > 0:
+    # Outside RequestGuard: a client over its rate is refused before its body is read.
+    MovieRecommender.add_asgi_middleware(
+        RateLimit,
+        paths=["/feedback"],
+        rate_per_minute=_SETTINGS.feedback_rate_per_minute,
+        burst=_SETTINGS.feedback_burst,
+        max_clients=_SETTINGS.rate_limit_max_clients,
+        trusted_hops=_SETTINGS.trusted_proxy_hops,
+    )
 MovieRecommender.add_asgi_middleware(RequestGuard, max_bytes=_SETTINGS.serve_max_body_bytes)
 MovieRecommender.add_asgi_middleware(IsolateResponseContext)
 if _SETTINGS.frontend_dist.is_dir():

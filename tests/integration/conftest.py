@@ -32,6 +32,8 @@ def serving_env(tmp_path_factory: pytest.TempPathFactory) -> ServingEnv:
         "BENTOML_HOME": os.environ["BENTOML_HOME"],  # the session's (tests/conftest.py)
         "MOVIEREC_DATA_DIR": str(root / "data"),
         "MOVIEREC_FRONTEND_DIST": str(dist),
+        # Every test client is 127.0.0.1; test_rate_limit.py starts its own limited server.
+        "MOVIEREC_FEEDBACK_RATE_PER_MINUTE": "0",
     }
     with environment(env):
         tag, _ = import_sample(

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 import recommender.modeling.als as model_module
-from recommender.features.build import build_interaction_matrix
+from recommender.features.build import MatrixConfig, build_interaction_matrix
 from recommender.modeling.als import (
     ALSConfig,
     ALSParams,
@@ -25,6 +25,7 @@ from recommender.modeling.als import (
 )
 from tests import checkerboard
 from tests.checkerboard import MOVIE0, PARAMS, USER0, N, movie, parity, user
+from tests.frames import interactions_frame
 
 HOLES = (0, 2)
 
@@ -144,6 +145,42 @@ def test_explain_names_the_users_movies(recommender: ALSRecommender) -> None:
     full = recommender.explain(user(0), movie(0), n=N)
     assert sum(abs(c.share) for c in full.contributions) == pytest.approx(1.0)
     assert sum(c.score for c in full.contributions) == pytest.approx(full.score, rel=1e-5)
+
+
+def _implicit_explanation(model: ALSRecommender, user_id: int, movie_id: int, n: int) -> list:
+    """implicit's own ``explain`` (a loop over the user's movies) as (movie id, score) pairs."""
+    als, state = model._fitted()
+    row = state.user_items[int(state.users.index_of([user_id])[0])]
+    col = int(state.movies.index_of([movie_id])[0])
+    total, contributions, _ = als.explain(0, row, col, N=row.nnz)
+    return [total] + [(int(state.movies.ids[item]), score) for item, score in contributions[:n]]
+
+
+def _weighted_model() -> ALSRecommender:
+    """ALS with alpha != 1 on random ratings weighted linearly: unequal confidences."""
+    rng = np.random.default_rng(3)
+    pairs = {(int(u), int(m)) for u, m in rng.integers(0, 40, size=(600, 2))}
+    rows = [(u + 1, m + 1, float(rng.integers(1, 11)) / 2, 1000) for u, m in sorted(pairs)]
+    config = ALSConfig(
+        als=ALSParams(factors=8, regularization=0.5, alpha=3.0, iterations=5),
+        matrix=MatrixConfig(weighting="linear"),
+    )
+    return train_als(interactions_frame(rows, source=None), config=config)
+
+
+@pytest.mark.parametrize("which", ["checkerboard", "weighted"])
+def test_explain_equals_implicits_explain(recommender: ALSRecommender, which: str) -> None:
+    model = recommender if which == "checkerboard" else _weighted_model()
+    for user_id in model.user_ids[::3]:
+        for movie_id in model.movie_ids[::4]:
+            ours = model.explain(int(user_id), int(movie_id), n=8)
+            total, *reference = _implicit_explanation(model, int(user_id), int(movie_id), 8)
+            # implicit sums float32 outer products: it agrees to float32 precision
+            assert ours.score == pytest.approx(total, rel=1e-5, abs=1e-7)
+            assert [c.movie_id for c in ours.contributions] == [m for m, _ in reference]
+            assert [c.score for c in ours.contributions] == pytest.approx(
+                [s for _, s in reference], rel=1e-5, abs=1e-7
+            )
 
 
 def test_explain_unknown_ids(recommender: ALSRecommender) -> None:
