@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     crawl_lists: list[Literal["popular", "top_rated", "discover"]] = Field(
         default=["popular", "top_rated"]
     )
+    crawl_retry_not_found_after_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="A movie TMDB answered 404 for is asked for again after this many days.",
+    )
 
     # Validation
     max_rejected_fraction: float = Field(default=0.01, ge=0, le=1)
@@ -164,6 +169,7 @@ class Settings(BaseSettings):
             "concurrency": self.crawl_concurrency,
             "lists": tuple(self.crawl_lists),
             "pages": self.crawl_pages,
+            "retry_not_found_after_days": self.crawl_retry_not_found_after_days,
         }
 
     @property
