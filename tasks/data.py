@@ -7,13 +7,29 @@ from typing import Any
 
 import pandera.polars as pa
 import polars as pl
-from prefect import task
+from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 
 from recommender.data import catalog, feedback, ingest, movielens, schemas, storage, tmdb
+from recommender.data.crawler import is_transient
 
-NETWORK_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
+
+def _transient_failure(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only what can succeed on retry: a malformed file or a failed validation cannot."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 (the failure itself, classified, not swallowed)
+        return is_transient(exc)
+    return False
+
+
+NETWORK_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 5, 15],
+    "retry_condition_fn": _transient_failure,
+}
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)

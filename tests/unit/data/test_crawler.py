@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from pydantic import SecretStr
 
 from recommender.data.crawler import (
     CorruptStoreError,
     RateLimiter,
     RetryPolicy,
+    is_transient,
     parse_retry_after,
     read_jsonl,
 )
@@ -73,6 +75,39 @@ def requests_for(fake: FakeTMDB, path: str) -> list[Any]:
 
 def records(raw_dir: Path, name: str) -> list[dict[str, Any]]:
     return list(read_jsonl(raw_dir / name))
+
+
+def _http_error(status: int) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"HTTP {status}", response=response)
+
+
+def _wrapped(cause: BaseException) -> ValueError:
+    try:
+        raise ValueError("download failed") from cause
+    except ValueError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (requests.ConnectionError("refused"), True),
+        (requests.Timeout("slow"), True),
+        (TimeoutError("read"), True),
+        (_http_error(503), True),
+        (_http_error(429), True),
+        (_wrapped(_http_error(502)), True),  # as MovieLensSourceError wraps a download
+        (_wrapped(requests.exceptions.ChunkedEncodingError("cut")), True),
+        (_http_error(404), False),
+        (_wrapped(_http_error(403)), False),
+        (ValueError("ratings.csv lacks the column(s) userId"), False),
+        (FileNotFoundError("no such file"), False),
+    ],
+)
+def test_is_transient_tells_what_a_retry_can_fix(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
 
 
 # -- rate limiter --------------------------------------------------------------------------
