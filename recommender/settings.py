@@ -195,8 +195,15 @@ class Settings(BaseSettings):
 
     @property
     def processed_dir(self) -> Path:
-        """The validated tables and their manifest."""
+        """The validated tables and their manifest: a symlink to the current generation in
+        :attr:`processed_generations_dir`, swapped atomically by the data flow."""
         return self.data_dir / "processed"
+
+    @property
+    def processed_generations_dir(self) -> Path:
+        """The generations of the processed tables (the current, the previous one, and those
+        of runs that failed since, with their quarantine tables)."""
+        return self.data_dir / "processed-generations"
 
     @property
     def catalog_table(self) -> Path:

@@ -117,16 +117,26 @@ def combine_interactions(ratings: pl.DataFrame, events: pl.DataFrame) -> pl.Data
 
 
 @task(cache_policy=NO_CACHE)
+def new_generation(generations_dir: Path) -> Path:
+    """A fresh directory for this run's processed and quarantine tables."""
+    return storage.new_generation(generations_dir)
+
+
+@task(cache_policy=NO_CACHE)
 def write_processed(
     tables: dict[str, pl.DataFrame],
-    directory: Path,
+    generation: Path,
+    link: Path,
     sources: list[dict[str, Any]],
     validation: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """Write the processed tables and their manifest."""
-    return storage.write_tables(
-        tables, directory, sources=sources, extra={"validation": validation}
+    """Write the processed tables and their manifest into ``generation``, then publish it as
+    ``link`` (an atomic swap: readers see the previous tables or these, never a mix)."""
+    manifest = storage.write_tables(
+        tables, generation, sources=sources, extra={"validation": validation}
     )
+    storage.publish_generation(generation, link)
+    return manifest
 
 
 @task
