@@ -30,6 +30,9 @@ def data_pipeline(
     logger = get_run_logger()
     settings = get_settings()
     processed, limit = settings.processed_dir, settings.max_rejected_fraction
+    # Everything this run writes goes to a new generation, published only if the run succeeds.
+    generation = data.new_generation(settings.processed_generations_dir)
+    logger.info("This run's tables and quarantine go to %s", generation)
 
     ml = data.load_movielens(ratings or settings.ratings_source, settings.movielens_cache_dir)
     crawl_run = None
@@ -48,10 +51,10 @@ def data_pipeline(
     # Submitted: the crawl and the validations run concurrently on the configured task runner
     # (MOVIEREC_TASK_RUNNER: threads, or Dask); only the TMDB details wait for the crawl.
     validations = [
-        data.validate_table.submit(ml.movies, MoviesSchema, "movies", limit, processed),
-        data.validate_table.submit(ml.links, LinksSchema, "links", limit, processed),
-        data.validate_table.submit(ml.ratings, RatingsSchema, "ratings", limit, processed),
-        data.validate_feedback.submit(data.read_feedback(settings.feedback_log), limit, processed),
+        data.validate_table.submit(ml.movies, MoviesSchema, "movies", limit, generation),
+        data.validate_table.submit(ml.links, LinksSchema, "links", limit, generation),
+        data.validate_table.submit(ml.ratings, RatingsSchema, "ratings", limit, generation),
+        data.validate_feedback.submit(data.read_feedback(settings.feedback_log), limit, generation),
     ]
     if crawl_run is not None:
         logger.info("TMDB crawl: %s", asdict(crawl_run.result()))
@@ -60,11 +63,11 @@ def data_pipeline(
         TmdbDetailsSchema,
         "tmdb_details",
         limit,
-        processed,
+        generation,
     )
     movies, links, ratings_result, feedback = (run.result() for run in validations)
     ratings_result = data.quarantine_orphans(
-        ratings_result, movies, ml.source.uri, limit, processed
+        ratings_result, movies, ml.source.uri, limit, generation
     )
     details = details_run.result()
     results = [movies, links, details, ratings_result, feedback]
@@ -79,6 +82,7 @@ def data_pipeline(
     ]
     manifest = data.write_processed(
         {"movies": catalog, "interactions": interactions},
+        generation,
         processed,
         sources,
         [result.summary for result in results],

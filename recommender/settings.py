@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     crawl_lists: list[Literal["popular", "top_rated", "discover"]] = Field(
         default=["popular", "top_rated"]
     )
+    crawl_retry_not_found_after_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="A movie TMDB answered 404 for is asked for again after this many days.",
+    )
 
     # Validation
     max_rejected_fraction: float = Field(default=0.01, ge=0, le=1)
@@ -186,6 +191,7 @@ class Settings(BaseSettings):
             "concurrency": self.crawl_concurrency,
             "lists": tuple(self.crawl_lists),
             "pages": self.crawl_pages,
+            "retry_not_found_after_days": self.crawl_retry_not_found_after_days,
         }
 
     @property
@@ -211,8 +217,15 @@ class Settings(BaseSettings):
 
     @property
     def processed_dir(self) -> Path:
-        """The validated tables and their manifest."""
+        """The validated tables and their manifest: a symlink to the current generation in
+        :attr:`processed_generations_dir`, swapped atomically by the data flow."""
         return self.data_dir / "processed"
+
+    @property
+    def processed_generations_dir(self) -> Path:
+        """The generations of the processed tables (the current, the previous one, and those
+        of runs that failed since, with their quarantine tables)."""
+        return self.data_dir / "processed-generations"
 
     @property
     def catalog_table(self) -> Path:

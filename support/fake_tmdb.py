@@ -55,12 +55,14 @@ GENRES = {
 @dataclass(frozen=True)
 class Fault:
     """What to answer instead of the real response: a status (with TMDB-like error body unless
-    ``body`` is given), a ``Retry-After`` header, a delay before answering, or a raw body."""
+    ``body`` is given), a ``Retry-After`` header, a delay before answering, a raw body, or
+    (``cut``) the real answer's headers and only half of its body before the connection drops."""
 
     status: int = 200
     retry_after: int | None = None
     delay: float = 0.0
     body: bytes | None = None
+    cut: bool = False
 
 
 RATE_LIMITED = Fault(status=429, retry_after=1)
@@ -69,6 +71,11 @@ BAD_GATEWAY = Fault(status=502)
 UNAVAILABLE = Fault(status=503)
 NOT_FOUND = Fault(status=404)
 MALFORMED_JSON = Fault(body=b'{"id": 1, "title": "Trunc')
+"""A 200 whose body was cut short and framed as complete (a buffering proxy)."""
+NOT_JSON = Fault(body=b"<html><body><h1>502 Bad Gateway</h1></body></html>\n")
+"""A 200 carrying a proxy's HTML error page."""
+DROPPED = Fault(cut=True)
+"""A 200 whose connection drops halfway through the promised body."""
 WRONG_SHAPE = Fault(body=b'{"id": "one", "title": null, "results": {}, "genres": 7}')
 
 
@@ -94,6 +101,7 @@ class RecordedRequest:
     params: Mapping[str, str]
     headers: Mapping[str, str]
     status: int
+    faulted: bool  # answered with an injected fault (or 401)
 
 
 @dataclass
@@ -227,7 +235,8 @@ class FakeTMDB:
         fault = self._fault(path, params) if self._authorized(params, headers) else Fault(401)
         status, body = self._answer(path, params, fault)
         with self._lock:
-            self._requests.append(RecordedRequest(arrived, path, params, headers, status))
+            recorded = RecordedRequest(arrived, path, params, headers, status, fault != Fault())
+            self._requests.append(recorded)
         time.sleep(fault.delay)
         try:
             handler.send_response(status)
@@ -236,7 +245,8 @@ class FakeTMDB:
             if fault.retry_after is not None:
                 handler.send_header("Retry-After", str(fault.retry_after))
             handler.end_headers()
-            handler.wfile.write(body)
+            handler.wfile.write(body[: len(body) // 2] if fault.cut else body)
+            handler.close_connection = fault.cut
         except ConnectionError:
             pass  # the client gave up (timeout) before the answer came
 

@@ -7,13 +7,29 @@ from typing import Any
 
 import pandera.polars as pa
 import polars as pl
-from prefect import task
+from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 
 from recommender.data import catalog, feedback, ingest, movielens, schemas, storage, tmdb
+from recommender.data.crawler import is_transient
 
-NETWORK_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
+
+def _transient_failure(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only what can succeed on retry: a malformed file or a failed validation cannot."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 (the failure itself, classified, not swallowed)
+        return is_transient(exc)
+    return False
+
+
+NETWORK_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 5, 15],
+    "retry_condition_fn": _transient_failure,
+}
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
@@ -101,16 +117,26 @@ def combine_interactions(ratings: pl.DataFrame, events: pl.DataFrame) -> pl.Data
 
 
 @task(cache_policy=NO_CACHE)
+def new_generation(generations_dir: Path) -> Path:
+    """A fresh directory for this run's processed and quarantine tables."""
+    return storage.new_generation(generations_dir)
+
+
+@task(cache_policy=NO_CACHE)
 def write_processed(
     tables: dict[str, pl.DataFrame],
-    directory: Path,
+    generation: Path,
+    link: Path,
     sources: list[dict[str, Any]],
     validation: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """Write the processed tables and their manifest."""
-    return storage.write_tables(
-        tables, directory, sources=sources, extra={"validation": validation}
+    """Write the processed tables and their manifest into ``generation``, then publish it as
+    ``link`` (an atomic swap: readers see the previous tables or these, never a mix)."""
+    manifest = storage.write_tables(
+        tables, generation, sources=sources, extra={"validation": validation}
     )
+    storage.publish_generation(generation, link)
+    return manifest
 
 
 @task

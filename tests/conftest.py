@@ -97,9 +97,18 @@ def make_zip(tmp_path: Path) -> Callable[..., Path]:
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """Serves files; ``/truncated/<name>`` promises the whole file but sends half of it."""
+    """Serves files; ``/truncated/<name>`` promises the whole file but sends half of it;
+    ``/flaky/<name>`` answers 503 the first time, then serves the file."""
+
+    flaky_seen: set[str]  # per server: set by the fixture
 
     def do_GET(self) -> None:
+        if self.path.startswith("/flaky/"):
+            if self.path not in self.flaky_seen:
+                self.flaky_seen.add(self.path)
+                self.send_error(503, "try again")
+                return
+            self.path = self.path.removeprefix("/flaky")
         if not self.path.startswith("/truncated/"):
             super().do_GET()
             return
@@ -119,7 +128,8 @@ def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real HTTP server on 127.0.0.1 serving a fresh directory: yields (base URL, directory)."""
     root = tmp_path / "served"
     root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
+    handler = type("_FileHandler", (_Handler,), {"flaky_seen": set()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()

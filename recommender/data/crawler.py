@@ -46,6 +46,28 @@ _TRANSIENT_ERRORS = (
 )
 
 
+def _retryable_status(status: int) -> bool:
+    """429 (rate limited) and 5xx may succeed later; every other 4xx will not."""
+    return status == 429 or status >= 500
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from, may not happen on a retry: a timeout, a
+    dropped connection, a truncated body, an HTTP 429 or 5xx. A malformed file, a validation
+    failure or a missing path gives the same error every time: not transient."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (*_TRANSIENT_ERRORS, TimeoutError, ConnectionError)):
+            return True
+        response = getattr(error, "response", None)
+        if isinstance(error, requests.HTTPError) and response is not None:
+            return _retryable_status(response.status_code)
+        error = error.__cause__
+    return False
+
+
 class CrawlError(Exception):
     """Base class of the crawler's errors."""
 
@@ -218,8 +240,9 @@ class BaseCrawler(ABC):
     """Fetches JSON jobs with a pool of worker threads, a shared :class:`RateLimiter` and a
     :class:`RetryPolicy`; subclasses say how to validate a body and what to do with it.
 
-    429, 5xx, timeouts and connection errors are retried; 401 raises :class:`AuthError` and stops
-    the run; 404 and other 4xx, a body that is not JSON, or one :meth:`parse` rejects, become a
+    429, 5xx, timeouts, connection errors and a 200 whose body is not JSON (cut short, a proxy's
+    error page) are retried; 401 raises :class:`AuthError` and stops the run; 404 and other 4xx,
+    a body that is still not JSON after the last attempt, or one :meth:`parse` rejects, become a
     :class:`FetchError` passed to :meth:`handle_error`. ``secrets`` are replaced by ``***`` in
     every error reason and in urllib3's debug log (which prints request URLs).
     """
@@ -357,43 +380,42 @@ class BaseCrawler(ABC):
                     url, params=params, headers=self._auth_headers, timeout=self.timeout
                 )
             except _TRANSIENT_ERRORS as exc:
-                status, retry_after = None, None
+                status, retry_after, error = None, None, FetchError
                 problem = f"{type(exc).__name__}: {self.redact(str(exc))}"
             else:
-                status = response.status_code
+                status, retry_after, error = response.status_code, None, FetchError
                 if status < 300:
-                    return self._decode(job, response, attempt)
-                if status == 401:
+                    try:
+                        body = response.json()
+                    except requests.JSONDecodeError as exc:
+                        # Cut short or a proxy's error page: the next answer may be whole.
+                        error, problem = MalformedResponseError, f"malformed JSON: {exc}"
+                    else:
+                        return body, self._parse(job, body, status=status, attempts=attempt)
+                elif status == 401:
                     url_text = job.url(self.base_url)
                     raise AuthError(f"HTTP 401 for {url_text}: {self._text(response)}")
-                if status == 404:
+                elif status == 404:
                     raise NotFoundError("HTTP 404", status=status, attempts=attempt)
-                if status != 429 and status < 500:
+                elif not _retryable_status(status):
                     reason = f"HTTP {status}: {self._text(response)}"
                     raise FetchError(reason, status=status, attempts=attempt)
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                problem = f"HTTP {status}"
+                else:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    problem = f"HTTP {status}"
             delay = self.retry.delay(attempt, retry_after=retry_after)
             if attempt >= self.retry.max_attempts or delay > self.retry.max_delay:
                 reason = f"{problem} (gave up after {attempt} attempts)"
-                raise FetchError(reason, status=status, attempts=attempt)
+                raise error(reason, status=status, attempts=attempt)
             logger.debug("%s %s: %s; retrying in %.2f s", job.kind, job.key, problem, delay)
             if self._stop.wait(delay):
                 raise FetchError("crawl stopped", status=status, attempts=attempt)
 
-    def _decode(self, job: Job, response: requests.Response, attempts: int) -> tuple[Any, Any]:
+    def _parse(self, job: Job, body: Any, *, status: int, attempts: int) -> Any:
         try:
-            body = response.json()
-        except requests.JSONDecodeError as exc:
-            raise MalformedResponseError(
-                f"malformed JSON: {exc}", status=response.status_code, attempts=attempts
-            ) from exc
-        try:
-            return body, self.parse(job, body)
+            return self.parse(job, body)
         except ValueError as exc:
-            raise MalformedResponseError(
-                str(exc), status=response.status_code, attempts=attempts
-            ) from exc
+            raise MalformedResponseError(str(exc), status=status, attempts=attempts) from exc
 
     def _text(self, response: requests.Response, *, limit: int = 200) -> str:
         return self.redact(response.text[:limit])

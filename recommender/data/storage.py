@@ -2,6 +2,14 @@
 
 Parquet files are written atomically (temporary file, fsync, rename): a reader never sees a
 half-written table, and a crash leaves the previous version in place.
+
+A set of tables that belong together (the processed ``movies``, ``interactions``, quarantine
+tables and their manifest) is written as a *generation*: a fresh directory
+(:func:`new_generation`), filled, fsynced, then published by pointing a symlink at it with one
+atomic rename (:func:`publish_generation`). Readers open the tables through the symlink's path
+and resolve it once (:func:`read_tables`), so they see one whole generation, the old or the new,
+never a mix, whenever a writer crashes or another process publishes. The previous generation is
+kept (a reader that resolved the link just before a swap can finish); older ones are removed.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -122,15 +131,67 @@ def write_tables(
     return manifest
 
 
+def new_generation(generations_dir: Path) -> Path:
+    """A new empty directory in ``generations_dir`` for the next generation of tables; names
+    sort in creation order."""
+    generations_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{os.getpid()}"
+    path = generations_dir / name
+    path.mkdir()
+    return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_generation(generation: Path, link: Path) -> None:
+    """Make ``link`` (a symlink) point at ``generation`` atomically, once its files are durable.
+
+    Every file and directory of ``generation`` is fsynced first, then a new symlink replaces
+    ``link`` in one rename and ``link``'s directory is fsynced. Afterwards the generations in
+    ``generation``'s directory older than it are removed, except the one ``link`` pointed at
+    before (readers may still be on it); runs that failed or crashed before publishing leave
+    theirs, with their quarantine tables, until then. A ``link`` that is a plain directory
+    (written before generations existed) becomes the previous generation.
+    """
+    generations_dir = generation.parent
+    for path in [*generation.rglob("*"), generation]:
+        _fsync(path)
+    previous: Path | None = None
+    if link.is_symlink():
+        previous = link.resolve()
+    elif link.is_dir():
+        previous = generations_dir / "0-legacy"  # sorts before every generation
+        link.rename(previous)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(generation, link.parent))
+    tmp.replace(link)
+    _fsync(link.parent)
+    for old in generations_dir.iterdir():
+        # Newer ones belong to runs still writing; the data flow's runs do not overlap.
+        if old.name < generation.name and old != previous:
+            shutil.rmtree(old)
+
+
 def read_tables(
     directory: Path, names: tuple[str, ...]
 ) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
     """Read tables written by :func:`write_tables`, checking them against their manifest.
 
+    ``directory`` may be a symlink to a generation (:func:`publish_generation`): it is resolved
+    once, so the manifest and the tables come from the same generation.
+
     Raises:
         FileNotFoundError: The directory has no manifest (the step that writes it has not run).
         ValueError: A table is missing from the manifest or its content hash does not match.
     """
+    directory = directory.resolve()
     manifest_path = directory / MANIFEST_NAME
     if not manifest_path.is_file():
         raise FileNotFoundError(

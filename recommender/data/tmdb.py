@@ -10,9 +10,11 @@ object per line, append-only (:class:`recommender.data.logs.AppendLog`)::
     failures.jsonl    {"key", "path", "params", "fetched_at", "status", "reason",
                        "kind", "attempts", "url"}
 
-``body`` is TMDB's response as received. A record in one of the first four files marks its item
-done: a restarted crawl skips it and takes the movie ids of done list pages from their bodies.
-Failed items are retried by the next crawl. Credentials never reach these files: they are added
+``body`` is TMDB's response as received. A record in one of the first three files marks its
+item done: a restarted crawl skips it and takes the movie ids of done list pages from their
+bodies. A movie in ``not_found.jsonl`` is done until its latest 404 is older than
+``retry_not_found_after`` (TMDB adds and restores movies); failed items are retried by the next
+crawl. So a movie's details are stored once. Credentials never reach these files: they are added
 to a request only when it is sent (a v4 token as a Bearer header, preferred; else the v3 key as
 the ``api_key`` parameter).
 """
@@ -23,6 +25,7 @@ import logging
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,6 +157,7 @@ class TMDBCrawler(BaseCrawler):
         retry: Retry policy for 429, 5xx, timeouts and connection errors.
         timeout: Seconds to wait for a connection or a response.
         progress_every: Seconds between progress log lines.
+        retry_not_found_after: Age after which a movie's recorded 404 is asked for again.
 
     Raises:
         TMDBAuthError: neither ``api_key`` nor ``api_token`` is given.
@@ -173,6 +177,7 @@ class TMDBCrawler(BaseCrawler):
         retry: RetryPolicy | None = None,
         timeout: float = 10.0,
         progress_every: float = 10.0,
+        retry_not_found_after: timedelta = timedelta(days=30),
     ) -> None:
         token = api_token.get_secret_value() if api_token is not None else ""
         key = api_key.get_secret_value() if api_key is not None else ""
@@ -192,6 +197,7 @@ class TMDBCrawler(BaseCrawler):
         self.out_dir = out_dir
         self.language = language
         self.region = region
+        self.retry_not_found_after = retry_not_found_after
         self._stores: dict[str, AppendLog] = {}
         self._done_movies: set[int] = set()
         self._seen_movies: set[int] = set()
@@ -223,7 +229,8 @@ class TMDBCrawler(BaseCrawler):
             record["key"]: [entry.id for entry in _ListPage.model_validate(record["body"]).results]
             for record in read_jsonl(self._stores["page"].path)
         }
-        self._done_movies = {int(key) for key in self._done_keys("movie", "not_found")}
+        self._done_movies = {int(key) for key in self._done_keys("movie")}
+        self._done_movies |= self._recently_not_found()
         self._seen_movies = set()
 
         page_jobs = [self._page_job(name, page) for name in names for page in page_numbers]
@@ -285,6 +292,15 @@ class TMDBCrawler(BaseCrawler):
     def _done_keys(self, *kinds: str) -> set[str]:
         return {record["key"] for kind in kinds for record in read_jsonl(self._stores[kind].path)}
 
+    def _recently_not_found(self) -> set[int]:
+        """Movies whose latest 404 is younger than ``retry_not_found_after``."""
+        latest: dict[int, datetime] = {}
+        for record in read_jsonl(self._stores["not_found"].path):
+            key, when = int(record["key"]), datetime.fromisoformat(record["fetched_at"])
+            latest[key] = max(when, latest.get(key, when))
+        since = datetime.now(UTC) - self.retry_not_found_after
+        return {key for key, when in latest.items() if when > since}
+
     def _job(self, kind: str, key: str, path: str, **params: str) -> Job:
         return Job(kind, key, path, {"language": self.language, **params})
 
@@ -326,6 +342,7 @@ class CrawlConfig:
     concurrency: int = 8
     lists: tuple[str, ...] = ("popular", "top_rated")
     pages: int = 5
+    retry_not_found_after_days: float = 30.0
 
 
 def crawl_tmdb(
@@ -352,6 +369,7 @@ def crawl_tmdb(
         retry=retry,
         timeout=timeout,
         progress_every=progress_every,
+        retry_not_found_after=timedelta(days=config.retry_not_found_after_days),
     )
     return crawler.crawl(
         lists=config.lists, pages=config.pages if pages is None else pages, movie_ids=movie_ids

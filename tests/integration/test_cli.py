@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +15,31 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _movierec(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _movierec(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=Path(__file__).resolve().parents[2],
-        env={"PATH": "/usr/bin:/bin", "MOVIEREC_DATA_DIR": str(cwd)},
+        env={"PATH": "/usr/bin:/bin", "MOVIEREC_DATA_DIR": str(cwd), **env},
     )
+
+
+def _movierec_data(ratings: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], int]:
+    """``movierec data --no-crawl --ratings ratings`` against the session's Prefect server;
+    returns the result and how many times the ``load_movielens`` task ran."""
+    from prefect.settings import PREFECT_API_URL
+
+    result = _movierec(
+        "data", "--no-crawl", "--ratings", ratings, cwd=cwd, PREFECT_API_URL=PREFECT_API_URL.value()
+    )
+    lines = [
+        line for line in (result.stdout + result.stderr).splitlines() if "'load_movielens-" in line
+    ]
+    # Every attempt but the last ends in "Retry n/3 will start ..."; the last in "Finished in".
+    retried = sum(" will start " in line for line in lines)
+    return result, retried + sum("Finished in state" in line for line in lines)
 
 
 @pytest.fixture
@@ -109,3 +126,37 @@ def test_a_ratings_file_with_bad_rows_names_the_file(tmp_path: Path) -> None:
     assert f"ratings of {bad}: 2 of 3 rows" in result.stderr
     assert "rating: in_range(0.5, 5.0)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_local_ratings_file_fails_at_the_first_attempt(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\n")
+    (bad / "links.csv").write_text("movieId,imdbId,tmdbId\n1,0000001,1\n")
+    (bad / "ratings.csv").write_text("user,item,score\n1,1,4\n")  # not MovieLens columns
+
+    result, attempts = _movierec_data(str(bad), tmp_path / "data")
+
+    assert result.returncode == 2
+    assert attempts == 1  # before: 4 attempts over 22 s, each with a traceback
+    message = "movierec data: error: " + f"{bad}: ratings.csv lacks the column(s) userId"
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+
+
+def test_a_download_that_fails_once_is_retried_and_the_run_succeeds(
+    prefect_harness: None,
+    tmp_path: Path,
+    file_server: tuple[str, Path],
+    ml_latest_dir: Path,
+    make_zip: Callable[..., Path],
+) -> None:
+    base_url, served = file_server
+    make_zip(ml_latest_dir).rename(served / "ml.zip")
+
+    result, attempts = _movierec_data(f"{base_url}/flaky/ml.zip", tmp_path / "data")
+
+    assert result.returncode == 0, result.stderr
+    assert attempts == 2  # a 503, then the file
+    assert (tmp_path / "data" / "processed" / "manifest.json").is_file()

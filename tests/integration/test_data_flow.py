@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -11,6 +16,8 @@ import pytest
 
 from recommender.data.feedback import FeedbackEvent, append_events
 from recommender.data.schemas import TooManyRejectedError
+from recommender.data.storage import read_tables
+from recommender.settings import EMBEDDED_MOVIELENS, PROJECT_ROOT
 from support.fake_tmdb import FakeTMDB
 
 pytestmark = pytest.mark.integration
@@ -107,9 +114,11 @@ def test_data_flow_fails_loudly_when_too_many_rows_are_rejected(
     monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
     with pytest.raises(TooManyRejectedError, match="ratings: 1 of 6 rows"):
         data_pipeline(ratings=str(dataset), crawl=False)
-    quarantine = tmp_path / "data" / "processed" / "quarantine" / "ratings.parquet"
+    # The failed run's generation holds its quarantine; it was never published.
+    (generation,) = (tmp_path / "data" / "processed-generations").iterdir()
+    quarantine = generation / "quarantine" / "ratings.parquet"
     assert pl.read_parquet(quarantine)["rating"].to_list() == [9.0]
-    assert not (tmp_path / "data" / "processed" / "manifest.json").exists()
+    assert not (tmp_path / "data" / "processed").exists()
 
 
 def test_a_poisoned_feedback_line_is_quarantined_and_the_flow_goes_on(
@@ -173,3 +182,73 @@ def test_ratings_that_cannot_be_right_fail_the_run_and_keep_the_previous_tables(
     processed = tmp_path / "data" / "processed"
     assert json.loads((processed / "manifest.json").read_text()) == before
     assert pl.read_parquet(processed / "interactions.parquet")["movie_id"].to_list() == [1]
+
+
+def _files_named(root: Path, name: str) -> set[tuple[str, int]]:
+    """(path, inode) of every file called ``name`` under ``root``: a file renamed into place
+    shows up as a new inode at an old path."""
+    found = set()
+    for directory, _, files in os.walk(root):
+        if name in files:
+            try:
+                found.add((directory, os.stat(Path(directory) / name).st_ino))
+            except FileNotFoundError:  # removed while we looked
+                pass
+    return found
+
+
+def _published(data_dir: Path) -> tuple[str, int]:
+    """The processed tables readers see: their content hash and interaction count. Raises if
+    they are not one whole generation (a table that does not match the manifest)."""
+    tables, manifest = read_tables(data_dir / "processed", ("movies", "interactions"))
+    return manifest["content_hash"], tables["interactions"].height
+
+
+@pytest.mark.slow
+def test_a_data_run_killed_while_writing_leaves_the_old_tables_or_the_new_never_a_mix(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    data_dir, old_source = tmp_path / "data", tmp_path / "old"
+    old_source.mkdir()
+    for name in ("movies.csv", "links.csv"):
+        shutil.copy(EMBEDDED_MOVIELENS / name, old_source / name)
+    ratings = (EMBEDDED_MOVIELENS / "ratings.csv").read_text().splitlines(keepends=True)
+    (old_source / "ratings.csv").write_text("".join(ratings[:50_001]))
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MOVIEREC_DATA_DIR": str(data_dir),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+
+    def start(source: Path) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "flows.cli", "data", "--no-crawl", "--ratings"]
+        with (tmp_path / "run.log").open("ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [*command, str(source)], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log
+            )
+
+    assert start(old_source).wait(timeout=300) == 0
+    old = _published(data_dir)
+    seen = []
+    for name in ("movies.parquet", "interactions.parquet", "manifest.json"):
+        before = _files_named(data_dir, name)
+        run = start(EMBEDDED_MOVIELENS)
+        deadline = time.monotonic() + 300
+        while not _files_named(data_dir, name) - before:
+            assert run.poll() is None, f"the run ended before writing {name}"
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        run.kill()
+        assert run.wait(timeout=30) < 0
+        seen.append(_published(data_dir))
+
+    assert start(EMBEDDED_MOVIELENS).wait(timeout=300) == 0  # the next run completes
+    new = _published(data_dir)
+    assert new[1] == len(ratings) - 1 and old[1] == 50_000
+    assert set(seen) <= {old, new}, (seen, old, new)
+    assert seen[0] == old  # killed before the new generation could be complete
+    generations = sorted((data_dir / "processed-generations").iterdir())
+    assert len(generations) == 2  # the current one and the previous; the killed runs' are gone
+    assert (data_dir / "processed").resolve() == generations[-1]

@@ -19,20 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from pydantic import SecretStr
 
 from recommender.data.crawler import (
     CorruptStoreError,
     RateLimiter,
     RetryPolicy,
+    is_transient,
     parse_retry_after,
     read_jsonl,
 )
+from recommender.data.logs import AppendLog
 from recommender.data.tmdb import LIST_PATHS, TMDBAuthError, TMDBCrawler, load_tmdb_details
 from support.fake_tmdb import (
     BAD_GATEWAY,
+    DROPPED,
     MALFORMED_JSON,
     NOT_FOUND,
+    NOT_JSON,
     RATE_LIMITED,
     SERVER_ERROR,
     UNAVAILABLE,
@@ -70,6 +75,39 @@ def requests_for(fake: FakeTMDB, path: str) -> list[Any]:
 
 def records(raw_dir: Path, name: str) -> list[dict[str, Any]]:
     return list(read_jsonl(raw_dir / name))
+
+
+def _http_error(status: int) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"HTTP {status}", response=response)
+
+
+def _wrapped(cause: BaseException) -> ValueError:
+    try:
+        raise ValueError("download failed") from cause
+    except ValueError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (requests.ConnectionError("refused"), True),
+        (requests.Timeout("slow"), True),
+        (TimeoutError("read"), True),
+        (_http_error(503), True),
+        (_http_error(429), True),
+        (_wrapped(_http_error(502)), True),  # as MovieLensSourceError wraps a download
+        (_wrapped(requests.exceptions.ChunkedEncodingError("cut")), True),
+        (_http_error(404), False),
+        (_wrapped(_http_error(403)), False),
+        (ValueError("ratings.csv lacks the column(s) userId"), False),
+        (FileNotFoundError("no such file"), False),
+    ],
+)
+def test_is_transient_tells_what_a_retry_can_fix(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
 
 
 # -- rate limiter --------------------------------------------------------------------------
@@ -212,11 +250,15 @@ def test_timeouts_are_retried_and_recorded_when_they_persist(
 
 
 @pytest.mark.parametrize(
-    ("fault", "reason"),
-    [(MALFORMED_JSON, "malformed JSON"), (WRONG_SHAPE, "unexpected response shape")],
+    ("fault", "reason", "attempts"),
+    [
+        (MALFORMED_JSON, "malformed JSON", FAST_RETRY.max_attempts),
+        (WRONG_SHAPE, "unexpected response shape", 1),
+    ],
+    ids=["not-json-retried", "wrong-shape-not-retried"],
 )
-def test_an_unusable_response_is_recorded_with_the_reason_not_retried(
-    fake: FakeTMDB, tmp_path: Path, fault: Any, reason: str
+def test_an_unusable_response_is_recorded_with_the_reason(
+    fake: FakeTMDB, tmp_path: Path, fault: Any, reason: str, attempts: int
 ) -> None:
     movie = fake.list_ids("/movie/popular", 1)[3]
     fake.inject(f"/movie/{movie}", fault, times=None)
@@ -224,11 +266,92 @@ def test_an_unusable_response_is_recorded_with_the_reason_not_retried(
 
     report = make_crawler(fake, tmp_path).crawl(lists=["popular"], pages=2)
 
-    assert len(requests_for(fake, f"/movie/{movie}")) == 1
+    assert len(requests_for(fake, f"/movie/{movie}")) == attempts
     assert (report.pages_fetched, report.movies_fetched, report.failures) == (1, 19, 2)
     failures = {f["key"]: f for f in records(tmp_path, "failures.jsonl")}
     assert set(failures) == {str(movie), "popular:2"}
     assert all(reason in f["reason"] for f in failures.values())
+
+
+@pytest.mark.parametrize("fault", [MALFORMED_JSON, NOT_JSON, DROPPED], ids=["cut", "html", "drop"])
+def test_a_200_whose_body_is_cut_short_or_not_json_is_retried_like_a_5xx(
+    fake: FakeTMDB, tmp_path: Path, fault: Any
+) -> None:
+    movie = fake.list_ids("/movie/popular", 1)[0]
+    fake.inject(f"/movie/{movie}", fault, times=2)
+    fake.inject("/movie/popular", fault, page=1)
+
+    report = make_crawler(fake, tmp_path).crawl(lists=["popular"], pages=1)
+
+    assert [r.faulted for r in requests_for(fake, f"/movie/{movie}")] == [True, True, False]
+    assert [r.faulted for r in requests_for(fake, "/movie/popular")] == [True, False]
+    assert (report.pages_fetched, report.movies_fetched, report.failures) == (1, 20, 0)
+    assert records(tmp_path, "failures.jsonl") == []
+
+
+def test_one_answer_in_19_cut_short_loses_no_movie_and_stores_each_once(tmp_path: Path) -> None:
+    # The scenario: before, 7 to 35 of 300 listed movies had no details after one run.
+    with FakeTMDB(movies=300) as fake:
+        fake.random_faults([MALFORMED_JSON, NOT_JSON, DROPPED], rate=1 / 19, seed=1)
+        retry = RetryPolicy(max_attempts=6, base_delay=0.01, max_delay=0.1)
+        report = make_crawler(fake, tmp_path, retry=retry).crawl(lists=["popular"], pages=15)
+        listed = {i for page in range(1, 16) for i in fake.list_ids("/movie/popular", page)}
+        whole = Counter(r.path for r in fake.requests if r.status == 200 and not r.faulted)
+
+    assert sum(r.faulted for r in fake.requests) >= 10  # the faults did happen
+    assert (report.movies_fetched, report.failures) == (300, 0)
+    assert set(load_tmdb_details(tmp_path)["tmdb_id"]) == listed
+    stored = Counter(r["key"] for r in records(tmp_path, "movies.jsonl"))
+    assert set(stored.values()) == {1} and len(stored) == 300
+    assert {whole[f"/movie/{i}"] for i in listed} == {1}  # fetched whole once each
+
+
+def test_a_failure_recorded_by_an_old_run_is_filled_by_the_next(
+    fake: FakeTMDB, tmp_path: Path
+) -> None:
+    movie = fake.list_ids("/movie/popular", 1)[2]
+    fake.inject(f"/movie/{movie}", MALFORMED_JSON, times=None)
+    make_crawler(fake, tmp_path).crawl(lists=["popular"], pages=1)
+    assert [f["key"] for f in records(tmp_path, "failures.jsonl")] == [str(movie)]
+    fake.clear_faults()  # the server is fixed
+    already = len(fake.requests)
+
+    again = make_crawler(fake, tmp_path).crawl(lists=["popular"], pages=1)
+
+    assert [r.path for r in fake.requests[already:]] == [f"/movie/{movie}"]
+    assert again.movies_fetched == 1
+    stored = Counter(r["key"] for r in records(tmp_path, "movies.jsonl"))
+    assert set(stored.values()) == {1} and len(stored) == 20
+
+
+def test_a_404_is_asked_for_again_only_once_older_than_the_configured_age(
+    fake: FakeTMDB, tmp_path: Path
+) -> None:
+    recent, old, gone = fake.list_ids("/movie/popular", 1)[:3]
+    now = datetime.now(UTC)
+    AppendLog(tmp_path / "not_found.jsonl").append_records(  # what earlier runs recorded
+        [
+            {"key": str(movie), "path": f"/movie/{movie}", "params": {},
+             "fetched_at": when.isoformat(), "status": 404, "reason": "HTTP 404"}
+            for movie, when in [
+                (recent, now - timedelta(days=9)),
+                (old, now - timedelta(days=11)),
+                (gone, now - timedelta(days=11)),
+                (gone, now - timedelta(days=1)),  # asked again since: still gone then
+            ]
+        ]
+    )  # fmt: skip
+    crawler = make_crawler(fake, tmp_path, retry_not_found_after=timedelta(days=10))
+
+    report = crawler.crawl(lists=["popular"], pages=1)
+
+    details = {
+        r.path for r in fake.requests if r.path.startswith("/movie/") and r.path[7:].isdigit()
+    }
+    assert f"/movie/{old}" in details
+    assert not {f"/movie/{recent}", f"/movie/{gone}"} & details
+    assert (report.movies_fetched, report.movies_skipped) == (18, 2)
+    assert old in load_tmdb_details(tmp_path)["tmdb_id"].to_list()
 
 
 def test_a_movie_for_another_id_is_an_unusable_response(fake: FakeTMDB, tmp_path: Path) -> None:

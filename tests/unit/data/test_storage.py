@@ -8,7 +8,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recommender.data.storage import combined_hash, frame_hash, read_json, read_tables, write_tables
+from recommender.data.storage import (
+    combined_hash,
+    frame_hash,
+    new_generation,
+    publish_generation,
+    read_json,
+    read_tables,
+    write_tables,
+)
 
 
 def test_frame_hash_depends_on_content_not_on_chunking() -> None:
@@ -78,3 +86,48 @@ def test_read_tables_checks_the_manifest(tmp_path: Path) -> None:
         read_tables(tmp_path, ("movies",))
     with pytest.raises(FileNotFoundError, match="run the data flow first"):
         read_tables(tmp_path / "nowhere", ("movies",))
+
+
+def _generation(generations: Path, movie_ids: list[int]) -> Path:
+    directory = new_generation(generations)
+    write_tables({"movies": pl.DataFrame({"movie_id": movie_ids})}, directory, sources=[])
+    return directory
+
+
+def _movie_ids(directory: Path) -> list[int]:
+    return read_tables(directory, ("movies",))[0]["movies"]["movie_id"].to_list()
+
+
+def test_publish_swaps_the_link_and_keeps_only_the_previous_generation(tmp_path: Path) -> None:
+    generations, link = tmp_path / "generations", tmp_path / "processed"
+    first = _generation(generations, [1])
+    publish_generation(first, link)
+    failed = new_generation(generations)  # a run that failed before publishing
+    second = _generation(generations, [1, 2])
+    reader_saw = link.resolve()  # a reader in another process, just before the swap
+    publish_generation(second, link)
+    third = _generation(generations, [1, 2, 3])
+    in_progress = new_generation(generations)  # a later run still writing
+
+    publish_generation(third, link)
+
+    assert _movie_ids(link) == [1, 2, 3]
+    assert link.is_symlink() and not Path(link.readlink()).is_absolute()  # movable data dir
+    assert sorted(generations.iterdir()) == [second, third, in_progress]
+    assert reader_saw == first and not first.exists()  # two swaps later
+    assert not failed.exists()
+    assert _movie_ids(second) == [1, 2]
+    assert not list(tmp_path.glob(".processed.*"))
+
+
+def test_publish_turns_a_plain_processed_directory_into_the_previous_generation(
+    tmp_path: Path,
+) -> None:
+    generations, link = tmp_path / "generations", tmp_path / "processed"
+    write_tables({"movies": pl.DataFrame({"movie_id": [7]})}, link, sources=[])  # old layout
+
+    publish_generation(_generation(generations, [8]), link)
+
+    assert _movie_ids(link) == [8]
+    (legacy,) = (g for g in generations.iterdir() if g != link.resolve())
+    assert _movie_ids(legacy) == [7]
