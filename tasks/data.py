@@ -89,6 +89,26 @@ def quarantine_orphans(
 
 
 @task(cache_policy=NO_CACHE)
+def admit_feedback_users(
+    feedback_result: schemas.ValidationResult,
+    ratings: schemas.ValidationResult,
+    interactions_table: Path,
+    min_movies: int,
+    max_new_users: int,
+    processed_dir: Path,
+) -> schemas.ValidationResult:
+    """Hold back new feedback-only users below the minimum activity or past the cap."""
+    known = pl.concat([ratings.valid.get_column("user_id"), ingest.known_users(interactions_table)])
+    return ingest.admit_feedback_users(
+        feedback_result,
+        known,
+        min_movies=min_movies,
+        max_new_users=max_new_users,
+        processed_dir=processed_dir,
+    )
+
+
+@task(cache_policy=NO_CACHE)
 def build_catalog(movies: pl.DataFrame, links: pl.DataFrame, details: pl.DataFrame) -> pl.DataFrame:
     """Join MovieLens movies and links with the TMDB details."""
     return catalog.build_catalog(movies, links, details if details.height else None)

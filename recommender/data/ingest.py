@@ -133,6 +133,86 @@ def quarantine_orphans(
     return enforce_rejected_fraction(result, max_rejected_fraction=max_rejected_fraction)
 
 
+FEEDBACK_USERS = "feedback_users"
+TOO_FEW_MOVIES = "user_id: new feedback-only user with fewer than {} distinct movies"
+OVER_NEW_USER_CAP = "user_id: past the cap of {} new feedback-only users per run"
+
+
+def admit_feedback_users(
+    feedback: ValidationResult,
+    known_users: pl.Series,
+    *,
+    min_movies: int,
+    max_new_users: int,
+    processed_dir: Path,
+) -> ValidationResult:
+    """Hold back the events of new feedback-only users that have not earned a place in training.
+
+    A user of the valid feedback events who is not in ``known_users`` (the ratings' users and
+    those of the previous processed interactions) is new. A new user enters training only with
+    events for at least ``min_movies`` distinct movies, and at most ``max_new_users`` of those
+    enter per run, in the order of their first event in the log; the others wait for a later
+    run. Anonymous clients can make up any number of user ids, so this bounds what made-up
+    users add to a model.
+
+    Held-back events go to the quarantine table :data:`FEEDBACK_USERS` with the reason, and the
+    returned summary (table ``feedback_users``) counts them, with ``new_users`` (admitted) and
+    ``held_users``. They do not fail the run, whatever their number: they are valid events
+    that may count later, and failing would let anyone stop the data flow with fake users.
+
+    Returns:
+        The admitted events as ``valid``, the held-back ones as ``quarantine``.
+
+    Raises:
+        ValueError: ``min_movies`` is below 1 or ``max_new_users`` below 0.
+    """
+    if min_movies < 1:
+        raise ValueError(f"min_movies must be at least 1, got {min_movies}")
+    if max_new_users < 0:
+        raise ValueError(f"max_new_users must be at least 0, got {max_new_users}")
+    events = feedback.valid
+    eligible = pl.col("movies") >= min_movies
+    new = (
+        events.filter(~pl.col("user_id").is_in(known_users.implode()))
+        .group_by("user_id", maintain_order=True)  # in the order of their first event
+        .agg(pl.col("movie_id").n_unique().alias("movies"))
+        .with_columns(
+            pl.when(~eligible)
+            .then(pl.lit(TOO_FEW_MOVIES.format(min_movies)))
+            .when(eligible.cast(pl.Int64).cum_sum() > max_new_users)
+            .then(pl.lit(OVER_NEW_USER_CAP.format(max_new_users)))
+            .alias("reason")
+        )
+    )
+    held = new.filter(pl.col("reason").is_not_null()).select("user_id", "reason")
+    quarantine = events.join(held, on="user_id", how="inner", maintain_order="left")
+    summary = {
+        "table": FEEDBACK_USERS,
+        "rows_in": events.height,
+        "valid": events.height,
+        "rejected": 0,
+        "rejected_fraction": 0.0,
+        "reasons": {},
+        "new_users": new.height - held.height,
+        "held_users": held.height,
+    }
+    for reason, count in quarantine.group_by("reason").len().iter_rows():
+        summary = _with_rejections(summary, reason, count, from_valid=True)
+    _write_quarantine(quarantine, processed_dir / QUARANTINE_DIR / f"{FEEDBACK_USERS}.parquet")
+    return ValidationResult(
+        valid=events.join(held, on="user_id", how="anti", maintain_order="left"),
+        quarantine=quarantine,
+        summary=summary,
+    )
+
+
+def known_users(interactions_table: Path) -> pl.Series:
+    """The users of the processed interactions at ``interactions_table`` (none when missing)."""
+    if not interactions_table.exists():
+        return pl.Series("user_id", [], dtype=pl.Int64)
+    return pl.read_parquet(interactions_table, columns=["user_id"]).get_column("user_id").unique()
+
+
 def _with_rejections(
     summary: dict[str, Any], reason: str, count: int, *, from_valid: bool
 ) -> dict[str, Any]:
