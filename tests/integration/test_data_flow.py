@@ -56,6 +56,7 @@ def test_data_flow_writes_processed_tables_with_crawled_details(
         monkeypatch.setenv("TMDB_API_KEY", tmdb.api_key)
         monkeypatch.setenv("MOVIEREC_CRAWL_RATE_LIMIT", "500")
         monkeypatch.setenv("MOVIEREC_MAX_REJECTED_FRACTION", "0.5")
+        monkeypatch.setenv("MOVIEREC_FEEDBACK_MIN_USER_MOVIES", "3")  # user 4 has three
         feedback_log = data_dir / "raw" / "feedback" / "events.jsonl"
         append_events(
             feedback_log,
@@ -131,12 +132,13 @@ def test_a_poisoned_feedback_line_is_quarantined_and_the_flow_goes_on(
     poison = '{"user_id":1,"movie_id":1,"event":"like","timestamp":1e19}'
     log.write_text("\n".join([*good[:2], poison, *good[2:]]) + "\n" + "\n".join(good * 40) + "\n")
     monkeypatch.setenv("MOVIEREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MIN_USER_MOVIES", "3")  # user 5 has three
     monkeypatch.delenv("TMDB_API_KEY", raising=False)
     monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
 
     manifest = data_pipeline(ratings=str(dataset), crawl=False)
 
-    assert manifest["tables"]["interactions"]["rows"] == 3 + 3 + 3 * 40
+    assert manifest["tables"]["interactions"]["rows"] == 3 + 3  # 41 identical likes count once
     quarantine = tmp_path / "data" / "processed" / "quarantine" / "feedback_lines.parquet"
     assert pl.read_parquet(quarantine)["line"].to_list() == [3]
 
@@ -173,3 +175,60 @@ def test_ratings_that_cannot_be_right_fail_the_run_and_keep_the_previous_tables(
     processed = tmp_path / "data" / "processed"
     assert json.loads((processed / "manifest.json").read_text()) == before
     assert pl.read_parquet(processed / "interactions.parquet")["movie_id"].to_list() == [1]
+
+
+def test_feedback_is_read_across_the_log_segments_and_made_up_users_are_held_back(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.data_pipeline import data_pipeline
+
+    dataset = _dataset(tmp_path / "ml", [11, 18, 25])
+    (dataset / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.0,101\n2,1,5.0,102\n"
+    )
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("MOVIEREC_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MIN_USER_MOVIES", "3")
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MAX_NEW_USERS", "1")
+    monkeypatch.delenv("TMDB_API_KEY", raising=False)
+    monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
+    log = data_dir / "raw" / "feedback" / "events.jsonl"
+
+    def post(user_id: int, movie_id: int, event: str = "view") -> None:
+        append_events(
+            log, [FeedbackEvent(user_id=user_id, movie_id=movie_id, event=event)], max_bytes=1024
+        )
+
+    post(1, 3, "like")  # a MovieLens user: always counts
+    for user_id in range(1_000, 1_050):  # fake users, one view each
+        post(user_id, 1)
+    for movie_id in (1, 2, 3):  # two new users with three movies each; the cap admits one a run
+        post(9, movie_id)
+        post(10, movie_id)
+    for _ in range(30):
+        post(1, 2)  # identical views: one interaction
+    assert len(list(log.parent.glob("events.*.jsonl"))) >= 5
+
+    manifest = data_pipeline(ratings=str(dataset), crawl=False)
+
+    processed = data_dir / "processed"
+    feedback = pl.read_parquet(processed / "interactions.parquet").filter(source="feedback")
+    assert sorted(feedback.select("user_id", "movie_id", "rating").rows()) == [
+        (1, 2, 3.0),
+        (1, 3, 5.0),
+        (9, 1, 3.0),
+        (9, 2, 3.0),
+        (9, 3, 3.0),
+    ]
+    summary = next(s for s in manifest["validation"] if s["table"] == "feedback_users")
+    assert (summary["new_users"], summary["held_users"], summary["rejected"]) == (1, 51, 53)
+    held = pl.read_parquet(processed / "quarantine" / "feedback_users.parquet")
+    assert held.group_by("reason").agg(pl.col("user_id").n_unique()).sort("reason").rows() == [
+        ("user_id: new feedback-only user with fewer than 3 distinct movies", 50),
+        ("user_id: past the cap of 1 new feedback-only users per run", 1),
+    ]
+
+    data_pipeline(ratings=str(dataset), crawl=False)  # user 9 is known now: user 10 enters
+
+    users = pl.read_parquet(processed / "interactions.parquet")["user_id"].unique().sort()
+    assert users.to_list() == [1, 2, 9, 10]
