@@ -72,7 +72,7 @@ def data_pipeline(
         ratings_result,
         settings.interactions_table,
         settings.feedback_min_user_movies,
-        settings.feedback_max_new_users,
+        settings.feedback_max_new_user_fraction,
         processed,
     )
     results = [movies, links, details, ratings_result, feedback, feedback_users]

@@ -90,10 +90,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Distinct movies a new feedback-only user needs before entering training.",
     )
-    feedback_max_new_users: int = Field(
-        default=1000,
+    feedback_max_new_user_fraction: float = Field(
+        default=0.05,
         ge=0,
-        description="New feedback-only users that enter training per data run, at most.",
+        description="New feedback-only users that enter training per data run, at most, as a "
+        "fraction of the users known already.",
     )
 
     # Training (defaults: recommender.modeling.protocol), tracking and the registry

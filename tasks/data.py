@@ -94,7 +94,7 @@ def admit_feedback_users(
     ratings: schemas.ValidationResult,
     interactions_table: Path,
     min_movies: int,
-    max_new_users: int,
+    max_new_fraction: float,
     processed_dir: Path,
 ) -> schemas.ValidationResult:
     """Hold back new feedback-only users below the minimum activity or past the cap."""
@@ -103,7 +103,7 @@ def admit_feedback_users(
         feedback_result,
         known,
         min_movies=min_movies,
-        max_new_users=max_new_users,
+        max_new_fraction=max_new_fraction,
         processed_dir=processed_dir,
     )
 

@@ -8,6 +8,7 @@ manifest (:func:`recommender.data.storage.write_tables`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ def quarantine_orphans(
 
 FEEDBACK_USERS = "feedback_users"
 TOO_FEW_MOVIES = "user_id: new feedback-only user with fewer than {} distinct movies"
-OVER_NEW_USER_CAP = "user_id: past the cap of {} new feedback-only users per run"
+OVER_NEW_USER_CAP = "user_id: past this run's cap of {} new feedback-only users"
 
 
 def admit_feedback_users(
@@ -143,33 +144,36 @@ def admit_feedback_users(
     known_users: pl.Series,
     *,
     min_movies: int,
-    max_new_users: int,
+    max_new_fraction: float,
     processed_dir: Path,
 ) -> ValidationResult:
     """Hold back the events of new feedback-only users that have not earned a place in training.
 
     A user of the valid feedback events who is not in ``known_users`` (the ratings' users and
     those of the previous processed interactions) is new. A new user enters training only with
-    events for at least ``min_movies`` distinct movies, and at most ``max_new_users`` of those
-    enter per run, in the order of their first event in the log; the others wait for a later
-    run. Anonymous clients can make up any number of user ids, so this bounds what made-up
-    users add to a model.
+    events for at least ``min_movies`` distinct movies, and at most
+    ``floor(max_new_fraction * distinct known users)`` of those enter per run, in the order of
+    their first event in the log; the others wait for a later run. Anonymous clients can make
+    up any number of user ids: this bounds what made-up users add to a model, relative to the
+    users it has.
 
     Held-back events go to the quarantine table :data:`FEEDBACK_USERS` with the reason, and the
-    returned summary (table ``feedback_users``) counts them, with ``new_users`` (admitted) and
-    ``held_users``. They do not fail the run, whatever their number: they are valid events
-    that may count later, and failing would let anyone stop the data flow with fake users.
+    returned summary (table ``feedback_users``) counts them, with ``new_users`` (admitted),
+    ``held_users`` and ``max_new_users`` (the cap). They do not fail the run, whatever their
+    number: they are valid events that may count later, and failing would let anyone stop the
+    data flow with fake users.
 
     Returns:
         The admitted events as ``valid``, the held-back ones as ``quarantine``.
 
     Raises:
-        ValueError: ``min_movies`` is below 1 or ``max_new_users`` below 0.
+        ValueError: ``min_movies`` is below 1 or ``max_new_fraction`` below 0.
     """
     if min_movies < 1:
         raise ValueError(f"min_movies must be at least 1, got {min_movies}")
-    if max_new_users < 0:
-        raise ValueError(f"max_new_users must be at least 0, got {max_new_users}")
+    if not max_new_fraction >= 0:
+        raise ValueError(f"max_new_fraction must be at least 0, got {max_new_fraction}")
+    max_new_users = math.floor(max_new_fraction * known_users.n_unique())
     events = feedback.valid
     eligible = pl.col("movies") >= min_movies
     new = (
@@ -195,6 +199,7 @@ def admit_feedback_users(
         "reasons": {},
         "new_users": new.height - held.height,
         "held_users": held.height,
+        "max_new_users": max_new_users,
     }
     for reason, count in quarantine.group_by("reason").len().iter_rows():
         summary = _with_rejections(summary, reason, count, from_valid=True)

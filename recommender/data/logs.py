@@ -96,8 +96,9 @@ class AppendLog:
                     os.ftruncate(fd, keep)
                 if self.max_bytes is not None and 0 < keep and keep + len(payload) > self.max_bytes:
                     os.fsync(fd)  # the segment is final: its truncation must be on disk too
+                    active = self._rotate()
                     os.close(fd)
-                    fd = self._rotate()
+                    fd = active
                 while payload:  # one write in practice; the loop only guards against a short write
                     payload = payload[os.write(fd, payload) :]
                 os.fsync(fd)

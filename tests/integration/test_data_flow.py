@@ -189,7 +189,7 @@ def test_feedback_is_read_across_the_log_segments_and_made_up_users_are_held_bac
     data_dir = tmp_path / "data"
     monkeypatch.setenv("MOVIEREC_DATA_DIR", str(data_dir))
     monkeypatch.setenv("MOVIEREC_FEEDBACK_MIN_USER_MOVIES", "3")
-    monkeypatch.setenv("MOVIEREC_FEEDBACK_MAX_NEW_USERS", "1")
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MAX_NEW_USER_FRACTION", "0.5")  # of 2, then 3 users
     monkeypatch.delenv("TMDB_API_KEY", raising=False)
     monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
     log = data_dir / "raw" / "feedback" / "events.jsonl"
@@ -225,7 +225,7 @@ def test_feedback_is_read_across_the_log_segments_and_made_up_users_are_held_bac
     held = pl.read_parquet(processed / "quarantine" / "feedback_users.parquet")
     assert held.group_by("reason").agg(pl.col("user_id").n_unique()).sort("reason").rows() == [
         ("user_id: new feedback-only user with fewer than 3 distinct movies", 50),
-        ("user_id: past the cap of 1 new feedback-only users per run", 1),
+        ("user_id: past this run's cap of 1 new feedback-only users", 1),
     ]
 
     data_pipeline(ratings=str(dataset), crawl=False)  # user 9 is known now: user 10 enters

@@ -86,7 +86,7 @@ def test_fake_users_with_one_event_each_do_not_enter_training(tmp_path: Path) ->
         feedback,
         pl.Series([1, 2]),
         min_movies=minimum,
-        max_new_users=1000,
+        max_new_fraction=Settings.model_fields["feedback_max_new_user_fraction"].default,
         processed_dir=tmp_path,
     )
 
@@ -101,6 +101,7 @@ def test_fake_users_with_one_event_each_do_not_enter_training(tmp_path: Path) ->
         "reasons": {too_few: 15_000},
         "new_users": 0,
         "held_users": 15_000,
+        "max_new_users": 0,  # 5 % of two known users
     }
     quarantine = pl.read_parquet(tmp_path / "quarantine" / f"{FEEDBACK_USERS}.parquet")
     assert quarantine.height == 15_000 and set(quarantine["reason"]) == {too_few}
@@ -114,9 +115,9 @@ def test_at_most_the_cap_of_new_users_enter_in_the_order_of_their_first_event(
 
     result = admit_feedback_users(
         _feedback(rows),
-        pl.Series([], dtype=pl.Int64),
+        pl.Series([1, 2, 3, 3]),  # three known users
         min_movies=3,
-        max_new_users=2,
+        max_new_fraction=0.7,  # floor(0.7 * 3) = 2
         processed_dir=tmp_path,
     )
 
@@ -126,6 +127,7 @@ def test_at_most_the_cap_of_new_users_enter_in_the_order_of_their_first_event(
         TOO_FEW_MOVIES.format(3): 1,
     }
     assert (result.summary["new_users"], result.summary["held_users"]) == (2, 2)
+    assert result.summary["max_new_users"] == 2
 
 
 def test_users_of_the_previous_interactions_are_known(tmp_path: Path) -> None:
@@ -138,7 +140,7 @@ def test_users_of_the_previous_interactions_are_known(tmp_path: Path) -> None:
         _feedback([(5, 9), (7, 9)]),
         known_users(table),
         min_movies=1,
-        max_new_users=0,
+        max_new_fraction=0.0,
         processed_dir=tmp_path,
     )
     assert result.valid["user_id"].to_list() == [5]
@@ -147,12 +149,12 @@ def test_users_of_the_previous_interactions_are_known(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"min_movies": 0, "max_new_users": 1}, "min_movies must be at least 1"),
-        ({"min_movies": 1, "max_new_users": -1}, "max_new_users must be at least 0"),
+        ({"min_movies": 0, "max_new_fraction": 1.0}, "min_movies must be at least 1"),
+        ({"min_movies": 1, "max_new_fraction": -0.1}, "max_new_fraction must be at least 0"),
     ],
 )
 def test_admission_limits_are_checked(
-    tmp_path: Path, options: dict[str, int], message: str
+    tmp_path: Path, options: dict[str, float], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
         admit_feedback_users(_feedback([]), pl.Series([1]), processed_dir=tmp_path, **options)
