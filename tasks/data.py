@@ -97,11 +97,11 @@ def admit_feedback_users(
     max_new_fraction: float,
     processed_dir: Path,
 ) -> schemas.ValidationResult:
-    """Hold back new feedback-only users below the minimum activity or past the cap."""
-    known = pl.concat([ratings.valid.get_column("user_id"), ingest.known_users(interactions_table)])
+    """Hold back feedback-only users below the minimum activity, and new ones past the cap."""
     return ingest.admit_feedback_users(
         feedback_result,
-        known,
+        ratings.valid.get_column("user_id"),
+        ingest.previous_users(interactions_table),
         min_movies=min_movies,
         max_new_fraction=max_new_fraction,
         processed_dir=processed_dir,

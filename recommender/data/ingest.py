@@ -135,27 +135,29 @@ def quarantine_orphans(
 
 
 FEEDBACK_USERS = "feedback_users"
-TOO_FEW_MOVIES = "user_id: new feedback-only user with fewer than {} distinct movies"
+TOO_FEW_MOVIES = "user_id: feedback-only user with fewer than {} distinct movies"
 OVER_NEW_USER_CAP = "user_id: past this run's cap of {} new feedback-only users"
 
 
 def admit_feedback_users(
     feedback: ValidationResult,
-    known_users: pl.Series,
+    ratings_users: pl.Series,
+    previous_users: pl.Series,
     *,
     min_movies: int,
     max_new_fraction: float,
     processed_dir: Path,
 ) -> ValidationResult:
-    """Hold back the events of new feedback-only users that have not earned a place in training.
+    """Hold back the events of feedback-only users that have not earned a place in training.
 
-    A user of the valid feedback events who is not in ``known_users`` (the ratings' users and
-    those of the previous processed interactions) is new. A new user enters training only with
-    events for at least ``min_movies`` distinct movies, and at most
-    ``floor(max_new_fraction * distinct known users)`` of those enter per run, in the order of
-    their first event in the log; the others wait for a later run. Anonymous clients can make
-    up any number of user ids: this bounds what made-up users add to a model, relative to the
-    users it has.
+    A user of the valid feedback events who is not in ``ratings_users`` is feedback-only and
+    enters training only with events for at least ``min_movies`` distinct movies. Those not in
+    ``previous_users`` either (the users of the previous processed interactions) are new: at
+    most ``floor(max_new_fraction * distinct ratings and previous users)`` of them enter per
+    run, in the order of their first event in the log; the others wait for a later run.
+    Anonymous clients can make up any number of user ids: this bounds what made-up users add
+    to a model, relative to the users it has. The minimum applies to previous users too, so
+    made-up users that an earlier, unguarded run let in are not kept for having been in.
 
     Held-back events go to the quarantine table :data:`FEEDBACK_USERS` with the reason, and the
     returned summary (table ``feedback_users``) counts them, with ``new_users`` (admitted),
@@ -173,22 +175,25 @@ def admit_feedback_users(
         raise ValueError(f"min_movies must be at least 1, got {min_movies}")
     if not max_new_fraction >= 0:
         raise ValueError(f"max_new_fraction must be at least 0, got {max_new_fraction}")
-    max_new_users = math.floor(max_new_fraction * known_users.n_unique())
+    known = pl.concat([ratings_users, previous_users]).n_unique()
+    max_new_users = math.floor(max_new_fraction * known)
     events = feedback.valid
     eligible = pl.col("movies") >= min_movies
-    new = (
-        events.filter(~pl.col("user_id").is_in(known_users.implode()))
+    new = eligible & ~pl.col("user_id").is_in(previous_users.implode())
+    users = (
+        events.filter(~pl.col("user_id").is_in(ratings_users.implode()))
         .group_by("user_id", maintain_order=True)  # in the order of their first event
         .agg(pl.col("movie_id").n_unique().alias("movies"))
         .with_columns(
+            new.alias("new"),
             pl.when(~eligible)
             .then(pl.lit(TOO_FEW_MOVIES.format(min_movies)))
-            .when(eligible.cast(pl.Int64).cum_sum() > max_new_users)
+            .when(new & (new.cast(pl.Int64).cum_sum() > max_new_users))
             .then(pl.lit(OVER_NEW_USER_CAP.format(max_new_users)))
-            .alias("reason")
+            .alias("reason"),
         )
     )
-    held = new.filter(pl.col("reason").is_not_null()).select("user_id", "reason")
+    held = users.filter(pl.col("reason").is_not_null()).select("user_id", "reason")
     quarantine = events.join(held, on="user_id", how="inner", maintain_order="left")
     summary = {
         "table": FEEDBACK_USERS,
@@ -197,7 +202,7 @@ def admit_feedback_users(
         "rejected": 0,
         "rejected_fraction": 0.0,
         "reasons": {},
-        "new_users": new.height - held.height,
+        "new_users": users.filter(pl.col("new") & pl.col("reason").is_null()).height,
         "held_users": held.height,
         "max_new_users": max_new_users,
     }
@@ -211,7 +216,7 @@ def admit_feedback_users(
     )
 
 
-def known_users(interactions_table: Path) -> pl.Series:
+def previous_users(interactions_table: Path) -> pl.Series:
     """The users of the processed interactions at ``interactions_table`` (none when missing)."""
     if not interactions_table.exists():
         return pl.Series("user_id", [], dtype=pl.Int64)

@@ -15,7 +15,7 @@ from recommender.data.ingest import (
     OVER_NEW_USER_CAP,
     TOO_FEW_MOVIES,
     admit_feedback_users,
-    known_users,
+    previous_users,
     quarantine_orphans,
 )
 from recommender.data.schemas import (
@@ -85,12 +85,13 @@ def test_fake_users_with_one_event_each_do_not_enter_training(tmp_path: Path) ->
     result = admit_feedback_users(
         feedback,
         pl.Series([1, 2]),
+        pl.Series([], dtype=pl.Int64),
         min_movies=minimum,
         max_new_fraction=Settings.model_fields["feedback_max_new_user_fraction"].default,
         processed_dir=tmp_path,
     )
 
-    assert result.valid.select("user_id", "movie_id").rows() == [(1, 1), (1, 2)]  # a known user
+    assert result.valid.select("user_id", "movie_id").rows() == [(1, 1), (1, 2)]  # a ratings user
     too_few = TOO_FEW_MOVIES.format(minimum)
     assert result.summary == {
         "table": FEEDBACK_USERS,
@@ -101,7 +102,7 @@ def test_fake_users_with_one_event_each_do_not_enter_training(tmp_path: Path) ->
         "reasons": {too_few: 15_000},
         "new_users": 0,
         "held_users": 15_000,
-        "max_new_users": 0,  # 5 % of two known users
+        "max_new_users": 0,  # 5 % of two users
     }
     quarantine = pl.read_parquet(tmp_path / "quarantine" / f"{FEEDBACK_USERS}.parquet")
     assert quarantine.height == 15_000 and set(quarantine["reason"]) == {too_few}
@@ -115,7 +116,8 @@ def test_at_most_the_cap_of_new_users_enter_in_the_order_of_their_first_event(
 
     result = admit_feedback_users(
         _feedback(rows),
-        pl.Series([1, 2, 3, 3]),  # three known users
+        pl.Series([1, 2, 3, 3]),  # three ratings users
+        pl.Series([], dtype=pl.Int64),
         min_movies=3,
         max_new_fraction=0.7,  # floor(0.7 * 3) = 2
         processed_dir=tmp_path,
@@ -130,20 +132,28 @@ def test_at_most_the_cap_of_new_users_enter_in_the_order_of_their_first_event(
     assert result.summary["max_new_users"] == 2
 
 
-def test_users_of_the_previous_interactions_are_known(tmp_path: Path) -> None:
+def test_previous_users_pass_the_cap_but_not_the_minimum(tmp_path: Path) -> None:
     table = tmp_path / "interactions.parquet"
-    assert known_users(table).to_list() == []
-    interactions_frame([(5, 1, 3.0, 1), (5, 2, 3.0, 2), (6, 1, 4.0, 3)]).write_parquet(table)
+    assert previous_users(table).to_list() == []
+    previous = [(5, 1, 3.0, 1), (5, 2, 3.0, 2), (6, 1, 3.0, 3), (8, 1, 3.0, 4)]
+    interactions_frame(previous, source="feedback").write_parquet(table)
+    assert sorted(previous_users(table).to_list()) == [5, 6, 8]
 
-    assert sorted(known_users(table).to_list()) == [5, 6]
     result = admit_feedback_users(
-        _feedback([(5, 9), (7, 9)]),
-        known_users(table),
-        min_movies=1,
+        # 5 and 6 were in before; 6 has one movie only (let in by an unguarded run); 7 is new.
+        _feedback([(5, 1), (5, 2), (6, 1), (7, 1), (7, 2)]),
+        pl.Series([], dtype=pl.Int64),
+        previous_users(table),
+        min_movies=2,
         max_new_fraction=0.0,
         processed_dir=tmp_path,
     )
-    assert result.valid["user_id"].to_list() == [5]
+
+    assert result.valid["user_id"].to_list() == [5, 5]
+    assert result.quarantine.select("user_id", "reason").unique(maintain_order=True).rows() == [
+        (6, TOO_FEW_MOVIES.format(2)),
+        (7, OVER_NEW_USER_CAP.format(0)),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -157,4 +167,6 @@ def test_admission_limits_are_checked(
     tmp_path: Path, options: dict[str, float], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        admit_feedback_users(_feedback([]), pl.Series([1]), processed_dir=tmp_path, **options)
+        admit_feedback_users(
+            _feedback([]), pl.Series([1]), pl.Series([2]), processed_dir=tmp_path, **options
+        )
