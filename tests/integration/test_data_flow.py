@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from recommender.data.feedback import FeedbackEvent, append_events
+from recommender.data.ingest import OVER_NEW_USER_CAP, TOO_FEW_MOVIES
 from recommender.data.schemas import TooManyRejectedError
 from support.fake_tmdb import FakeTMDB
 
@@ -32,6 +33,13 @@ def _dataset(directory: Path, tmdb_ids: list[int]) -> Path:
     return directory
 
 
+@pytest.fixture
+def admit_small_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admit the feedback-only users of these tests, who know the three movies of the catalog."""
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MIN_USER_MOVIES", "3")
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MAX_NEW_USER_FRACTION", "1")
+
+
 def _artifact_keys() -> set[str]:
     from prefect.client.orchestration import get_client
 
@@ -43,7 +51,7 @@ def _artifact_keys() -> set[str]:
 
 
 def test_data_flow_writes_processed_tables_with_crawled_details(
-    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: None, admit_small_users: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.data_pipeline import data_pipeline
 
@@ -56,7 +64,6 @@ def test_data_flow_writes_processed_tables_with_crawled_details(
         monkeypatch.setenv("TMDB_API_KEY", tmdb.api_key)
         monkeypatch.setenv("MOVIEREC_CRAWL_RATE_LIMIT", "500")
         monkeypatch.setenv("MOVIEREC_MAX_REJECTED_FRACTION", "0.5")
-        monkeypatch.setenv("MOVIEREC_FEEDBACK_MIN_USER_MOVIES", "3")  # user 4 has three
         feedback_log = data_dir / "raw" / "feedback" / "events.jsonl"
         append_events(
             feedback_log,
@@ -114,7 +121,7 @@ def test_data_flow_fails_loudly_when_too_many_rows_are_rejected(
 
 
 def test_a_poisoned_feedback_line_is_quarantined_and_the_flow_goes_on(
-    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: None, admit_small_users: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.data_pipeline import data_pipeline
 
@@ -132,7 +139,6 @@ def test_a_poisoned_feedback_line_is_quarantined_and_the_flow_goes_on(
     poison = '{"user_id":1,"movie_id":1,"event":"like","timestamp":1e19}'
     log.write_text("\n".join([*good[:2], poison, *good[2:]]) + "\n" + "\n".join(good * 40) + "\n")
     monkeypatch.setenv("MOVIEREC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MOVIEREC_FEEDBACK_MIN_USER_MOVIES", "3")  # user 5 has three
     monkeypatch.delenv("TMDB_API_KEY", raising=False)
     monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
 
@@ -224,8 +230,8 @@ def test_feedback_is_read_across_the_log_segments_and_made_up_users_are_held_bac
     assert (summary["new_users"], summary["held_users"], summary["rejected"]) == (1, 51, 53)
     held = pl.read_parquet(processed / "quarantine" / "feedback_users.parquet")
     assert held.group_by("reason").agg(pl.col("user_id").n_unique()).sort("reason").rows() == [
-        ("user_id: new feedback-only user with fewer than 3 distinct movies", 50),
-        ("user_id: past this run's cap of 1 new feedback-only users", 1),
+        (TOO_FEW_MOVIES.format(3), 50),
+        (OVER_NEW_USER_CAP.format(1), 1),
     ]
 
     data_pipeline(ratings=str(dataset), crawl=False)  # user 9 is known now: user 10 enters
