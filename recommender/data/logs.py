@@ -207,22 +207,23 @@ def read_log(path: Path, parse: Callable[[bytes], _T]) -> LogContents[_T]:
 
 
 def _snapshot(path: Path) -> list[bytes]:
-    """The contents of the log's files: opened, and the active file's size taken, under the
-    shared lock (so no rotation or write is half done), then read without it."""
+    """The contents of the log's files. Under the shared lock (no rotation or write half
+    done) the segments are listed and the active file is opened and measured; then, unlocked,
+    the segments (which never change once renamed) are read, and the active file up to that
+    size through the descriptor (which still reads it if a rotation renames it meanwhile)."""
     if not path.parent.is_dir():
         return []
     with _locked(path, fcntl.LOCK_SH):
-        handles = []
-        for file in log_files(path):
-            try:
-                handles.append(file.open("rb"))
-            except FileNotFoundError:  # the active file before the first append
-                continue
-        size = os.fstat(handles[-1].fileno()).st_size if handles else 0
-    contents = []
-    for number, handle in enumerate(handles, start=1):
-        with handle:
-            contents.append(handle.read(size) if number == len(handles) else handle.read())
+        segments = [segment for _, segment in _segments(path)]
+        try:
+            active = path.open("rb")
+        except FileNotFoundError:  # before the first append, or a writer died mid-rotation
+            active = None
+        size = os.fstat(active.fileno()).st_size if active is not None else 0
+    contents = [segment.read_bytes() for segment in segments]
+    if active is not None:
+        with active:
+            contents.append(active.read(size))
     return contents
 
 

@@ -243,3 +243,29 @@ def test_a_writer_killed_at_the_rename_of_a_rotation_loses_nothing(
     assert [r["n"] for r in _records(path)] == acknowledged
     AppendLog(path, max_bytes=2048).append_records([{"n": 17}])
     assert [r["n"] for r in _records(path)] == [*acknowledged, 17]
+
+
+_READER_WITH_FEW_DESCRIPTORS = """
+import resource, sys
+from pathlib import Path
+from recommender.data.logs import parse_json_object, read_log
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print(len(read_log(Path(sys.argv[1]), parse_json_object).records))
+"""
+
+
+def test_reading_many_segments_holds_few_descriptors(tmp_path: Path) -> None:
+    log = AppendLog(tmp_path / "events.jsonl", max_bytes=16)
+    for n in range(200):  # one line to a segment
+        log.append_records([{"n": n}])
+    assert len(log_files(log.path)) == 200
+
+    reader = subprocess.run(
+        [sys.executable, "-c", _READER_WITH_FEW_DESCRIPTORS, str(log.path)],
+        capture_output=True,
+        cwd=Path(__file__).parents[3],
+        timeout=60,
+        check=True,
+    )
+    assert reader.stdout.decode().split() == ["200"]
