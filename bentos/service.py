@@ -88,6 +88,7 @@ class MovieRecommender:
             model_version=model_version(stored.info.labels, str(stored.tag)),
             image_base_url=_SETTINGS.tmdb_image_base_url,
             feedback_log=_SETTINGS.feedback_log,
+            feedback_log_max_bytes=_SETTINGS.feedback_log_max_bytes,
         )
         logging.getLogger("bentoml._internal.server.http_app").addFilter(DropClientErrors())
         for endpoint in ("recommend", "recommend_for_liked", "similar", "popular"):

@@ -70,15 +70,27 @@ def data_pipeline(
         ratings_result, movies, ml.source.uri, limit, generation
     )
     details = details_run.result()
-    results = [movies, links, details, ratings_result, feedback]
+    feedback_users = data.admit_feedback_users(
+        feedback,
+        ratings_result,
+        settings.interactions_table,
+        settings.feedback_min_user_movies,
+        settings.feedback_max_new_user_fraction,
+        generation,
+    )
+    results = [movies, links, details, ratings_result, feedback, feedback_users]
     data.publish_validation_summary(results)
 
     catalog = data.build_catalog(movies.valid, links.valid, details.valid)
-    interactions = data.combine_interactions(ratings_result.valid, feedback.valid)
+    interactions = data.combine_interactions(ratings_result.valid, feedback_users.valid)
     sources = [
         {"kind": "movielens", **asdict(ml.source)},
         {"kind": "tmdb", "path": str(settings.tmdb_dir), "movies": details.valid.height},
-        {"kind": "feedback", "path": str(settings.feedback_log), "events": feedback.valid.height},
+        {
+            "kind": "feedback",
+            "path": str(settings.feedback_log),
+            "events": feedback_users.valid.height,
+        },
     ]
     manifest = data.write_processed(
         {"movies": catalog, "interactions": interactions},

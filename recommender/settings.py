@@ -84,6 +84,24 @@ class Settings(BaseSettings):
     # Validation
     max_rejected_fraction: float = Field(default=0.01, ge=0, le=1)
 
+    # Feedback (recommender/data/feedback.py, recommender/data/ingest.py)
+    feedback_log_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=4096,
+        description="The feedback event log rotates to a numbered segment past this size.",
+    )
+    feedback_min_user_movies: int = Field(
+        default=5,
+        ge=1,
+        description="Distinct movies a new feedback-only user needs before entering training.",
+    )
+    feedback_max_new_user_fraction: float = Field(
+        default=0.05,
+        ge=0,
+        description="New feedback-only users that enter training per data run, at most, as a "
+        "fraction of the users known already.",
+    )
+
     # Training (defaults: recommender.modeling.protocol), tracking and the registry
     split: SplitKind = DEFAULT_PROTOCOL.split
     test_fraction: float = Field(default=DEFAULT_PROTOCOL.test_fraction, gt=0, lt=1)
@@ -226,6 +244,11 @@ class Settings(BaseSettings):
         """The generations of the processed tables (the current, the previous one, and those
         of runs that failed since, with their quarantine tables)."""
         return self.data_dir / "processed-generations"
+
+    @property
+    def interactions_table(self) -> Path:
+        """The processed interactions, whose users the next data run knows already."""
+        return self.processed_dir / "interactions.parquet"
 
     @property
     def catalog_table(self) -> Path:

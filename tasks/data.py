@@ -105,6 +105,26 @@ def quarantine_orphans(
 
 
 @task(cache_policy=NO_CACHE)
+def admit_feedback_users(
+    feedback_result: schemas.ValidationResult,
+    ratings: schemas.ValidationResult,
+    interactions_table: Path,
+    min_movies: int,
+    max_new_fraction: float,
+    processed_dir: Path,
+) -> schemas.ValidationResult:
+    """Hold back feedback-only users below the minimum activity, and new ones past the cap."""
+    return ingest.admit_feedback_users(
+        feedback_result,
+        ratings.valid.get_column("user_id"),
+        ingest.previous_users(interactions_table),
+        min_movies=min_movies,
+        max_new_fraction=max_new_fraction,
+        processed_dir=processed_dir,
+    )
+
+
+@task(cache_policy=NO_CACHE)
 def build_catalog(movies: pl.DataFrame, links: pl.DataFrame, details: pl.DataFrame) -> pl.DataFrame:
     """Join MovieLens movies and links with the TMDB details."""
     return catalog.build_catalog(movies, links, details if details.height else None)

@@ -18,8 +18,13 @@ view       3.0, exposure with attention, the weakest positive signal
 dislike    dropped: implicit-feedback models have no negative interactions
 =========  ==========================================================================
 
-Repeated events for the same (user, movie) are kept as separate interactions; the feature
-builder decides how to aggregate them.
+Identical events (same user, movie, event and value) collapse to one interaction, the latest:
+15,000 identical ``view`` posts weigh what one does. Different events for the same (user,
+movie) stay separate interactions; the feature builder aggregates them to one row per pair.
+
+The log rotates: once the active file would pass ``max_bytes`` (default
+:data:`FEEDBACK_LOG_MAX_BYTES`) it becomes a numbered segment beside it, and
+:func:`read_events` reads every segment, oldest first, then the active file.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ EventType = Literal["view", "click", "like", "dislike", "rating"]
 MAX_TIMESTAMP = 4_102_444_800.0
 """2100-01-01 UTC in unix seconds: the latest time any table of the pipeline takes (timestamps
 become Int64 seconds in the interactions)."""
+
+FEEDBACK_LOG_MAX_BYTES = 64 * 1024 * 1024
+"""The size past which the event log rotates to a new segment, unless the writer says otherwise."""
 
 EVENT_RATINGS: dict[str, float] = {"like": 5.0, "click": 3.5, "view": 3.0}
 FEEDBACK_DTYPES = contracts.FEEDBACK
@@ -87,22 +95,28 @@ class EventLog:
     torn_tail: str | None
 
 
-def append_event(path: Path, event: FeedbackEvent) -> None:
+def append_event(
+    path: Path, event: FeedbackEvent, *, max_bytes: int = FEEDBACK_LOG_MAX_BYTES
+) -> None:
     """Append one event to the log at ``path`` (see :func:`append_events`)."""
-    append_events(path, [event])
+    append_events(path, [event], max_bytes=max_bytes)
 
 
-def append_events(path: Path, events: Iterable[FeedbackEvent]) -> int:
-    """Append events to the log at ``path`` as one locked, fsynced write.
+def append_events(
+    path: Path, events: Iterable[FeedbackEvent], *, max_bytes: int = FEEDBACK_LOG_MAX_BYTES
+) -> int:
+    """Append events to the log at ``path`` as one locked, fsynced write, rotating the file
+    to a segment first when the write would take it past ``max_bytes``.
 
     Returns:
         The number of events written.
     """
-    return AppendLog(path).append(event.model_dump_json() for event in events)
+    return AppendLog(path, max_bytes=max_bytes).append(event.model_dump_json() for event in events)
 
 
 def read_events(path: Path) -> EventLog:
-    """Read the event log at ``path``; a missing file is an empty log.
+    """Read the event log at ``path`` with its rotated segments, oldest first; a missing file
+    is an empty log.
 
     Each line is validated as a :class:`FeedbackEvent`; see :class:`EventLog` for what
     happens to the lines that are not valid.
@@ -122,9 +136,13 @@ def read_events(path: Path) -> EventLog:
 def events_to_interactions(events: pl.DataFrame) -> pl.DataFrame:
     """Map feedback events to interactions (``source="feedback"``) with the module's table.
 
-    Timestamps are floored to whole seconds; dislikes are dropped.
+    Identical events keep only their latest (the last in log order); timestamps are floored
+    to whole seconds; dislikes are dropped.
     """
-    return events.filter(pl.col("event").is_in(["rating", *EVENT_RATINGS])).select(
+    positive = events.filter(pl.col("event").is_in(["rating", *EVENT_RATINGS]))
+    return positive.unique(
+        ["user_id", "movie_id", "event", "value"], keep="last", maintain_order=True
+    ).select(
         "user_id",
         "movie_id",
         pl.when(pl.col("event") == "rating")

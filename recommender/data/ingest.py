@@ -8,6 +8,7 @@ manifest (:func:`recommender.data.storage.write_tables`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,95 @@ def quarantine_orphans(
             quarantine, processed_dir / QUARANTINE_DIR / f"{summary['table']}.parquet"
         )
     return enforce_rejected_fraction(result, max_rejected_fraction=max_rejected_fraction)
+
+
+FEEDBACK_USERS = "feedback_users"
+TOO_FEW_MOVIES = "user_id: feedback-only user with fewer than {} distinct movies"
+OVER_NEW_USER_CAP = "user_id: past this run's cap of {} new feedback-only users"
+
+
+def admit_feedback_users(
+    feedback: ValidationResult,
+    ratings_users: pl.Series,
+    previous_users: pl.Series,
+    *,
+    min_movies: int,
+    max_new_fraction: float,
+    processed_dir: Path,
+) -> ValidationResult:
+    """Hold back the events of feedback-only users that have not earned a place in training.
+
+    A user of the valid feedback events who is not in ``ratings_users`` is feedback-only and
+    enters training only with events for at least ``min_movies`` distinct movies. Those not in
+    ``previous_users`` either (the users of the previous processed interactions) are new: at
+    most ``floor(max_new_fraction * distinct ratings and previous users)`` of them enter per
+    run, in the order of their first event in the log; the others wait for a later run.
+    Anonymous clients can make up any number of user ids: this bounds what made-up users add
+    to a model, relative to the users it has. The minimum applies to previous users too, so
+    made-up users that an earlier, unguarded run let in are not kept for having been in.
+
+    Held-back events go to the quarantine table :data:`FEEDBACK_USERS` with the reason, and the
+    returned summary (table ``feedback_users``) counts them, with ``new_users`` (admitted),
+    ``held_users`` and ``max_new_users`` (the cap). They do not fail the run, whatever their
+    number: they are valid events that may count later, and failing would let anyone stop the
+    data flow with fake users.
+
+    Returns:
+        The admitted events as ``valid``, the held-back ones as ``quarantine``.
+
+    Raises:
+        ValueError: ``min_movies`` is below 1 or ``max_new_fraction`` below 0.
+    """
+    if min_movies < 1:
+        raise ValueError(f"min_movies must be at least 1, got {min_movies}")
+    if not max_new_fraction >= 0:
+        raise ValueError(f"max_new_fraction must be at least 0, got {max_new_fraction}")
+    known = pl.concat([ratings_users, previous_users]).n_unique()
+    max_new_users = math.floor(max_new_fraction * known)
+    events = feedback.valid
+    eligible = pl.col("movies") >= min_movies
+    new = eligible & ~pl.col("user_id").is_in(previous_users.implode())
+    users = (
+        events.filter(~pl.col("user_id").is_in(ratings_users.implode()))
+        .group_by("user_id", maintain_order=True)  # in the order of their first event
+        .agg(pl.col("movie_id").n_unique().alias("movies"))
+        .with_columns(
+            new.alias("new"),
+            pl.when(~eligible)
+            .then(pl.lit(TOO_FEW_MOVIES.format(min_movies)))
+            .when(new & (new.cast(pl.Int64).cum_sum() > max_new_users))
+            .then(pl.lit(OVER_NEW_USER_CAP.format(max_new_users)))
+            .alias("reason"),
+        )
+    )
+    held = users.filter(pl.col("reason").is_not_null()).select("user_id", "reason")
+    quarantine = events.join(held, on="user_id", how="inner", maintain_order="left")
+    summary = {
+        "table": FEEDBACK_USERS,
+        "rows_in": events.height,
+        "valid": events.height,
+        "rejected": 0,
+        "rejected_fraction": 0.0,
+        "reasons": {},
+        "new_users": users.filter(pl.col("new") & pl.col("reason").is_null()).height,
+        "held_users": held.height,
+        "max_new_users": max_new_users,
+    }
+    for reason, count in quarantine.group_by("reason").len().iter_rows():
+        summary = _with_rejections(summary, reason, count, from_valid=True)
+    _write_quarantine(quarantine, processed_dir / QUARANTINE_DIR / f"{FEEDBACK_USERS}.parquet")
+    return ValidationResult(
+        valid=events.join(held, on="user_id", how="anti", maintain_order="left"),
+        quarantine=quarantine,
+        summary=summary,
+    )
+
+
+def previous_users(interactions_table: Path) -> pl.Series:
+    """The users of the processed interactions at ``interactions_table`` (none when missing)."""
+    if not interactions_table.exists():
+        return pl.Series("user_id", [], dtype=pl.Int64)
+    return pl.read_parquet(interactions_table, columns=["user_id"]).get_column("user_id").unique()
 
 
 def _with_rejections(

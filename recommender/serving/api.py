@@ -21,7 +21,7 @@ from typing import Annotated, Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from recommender.data.feedback import FeedbackEvent, append_event
+from recommender.data.feedback import FEEDBACK_LOG_MAX_BYTES, FeedbackEvent, append_event
 from recommender.modeling.als import (
     ALSRecommender,
     Recommendations,
@@ -185,6 +185,7 @@ class RecommenderAPI:
         catalog: The catalog; it must hold every movie the model can recommend.
         model_version: What responses name as their model version.
         feedback_log: The JSON-lines event log feedback is appended to.
+        feedback_log_max_bytes: The size past which that log rotates to a new segment.
 
     Raises:
         ValueError: The model knows movies that the catalog lacks.
@@ -197,12 +198,14 @@ class RecommenderAPI:
         *,
         model_version: str,
         feedback_log: Path,
+        feedback_log_max_bytes: int = FEEDBACK_LOG_MAX_BYTES,
     ) -> None:
         check_catalog_covers(model, catalog.movie_ids)
         self.model = model
         self.catalog = catalog
         self.model_version = model_version
         self.feedback_log = feedback_log
+        self.feedback_log_max_bytes = feedback_log_max_bytes
 
     @classmethod
     def load(
@@ -212,6 +215,7 @@ class RecommenderAPI:
         model_version: str,
         image_base_url: str,
         feedback_log: Path,
+        feedback_log_max_bytes: int = FEEDBACK_LOG_MAX_BYTES,
     ) -> RecommenderAPI:
         """Load a served model directory (:mod:`recommender.serving.bundle`)."""
         model, frame = read_bundle(directory)
@@ -221,6 +225,7 @@ class RecommenderAPI:
             Catalog(frame, image_base_url=image_base_url, ranking=ranking),
             model_version=model_version,
             feedback_log=feedback_log,
+            feedback_log_max_bytes=feedback_log_max_bytes,
         )
 
     def recommend(self, request: RecommendRequest) -> RecommendationsResponse:
@@ -304,7 +309,7 @@ class RecommenderAPI:
             RequestError: 404 when the movie is not in the catalog.
         """
         self._require_in_catalog([event.movie_id])
-        append_event(self.feedback_log, event)
+        append_event(self.feedback_log, event, max_bytes=self.feedback_log_max_bytes)
         return event
 
     def _require_in_catalog(self, movie_ids: Iterable[int]) -> None:

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from recommender.data.feedback import FeedbackEvent, append_events
+from recommender.data.ingest import OVER_NEW_USER_CAP, TOO_FEW_MOVIES
 from recommender.data.schemas import TooManyRejectedError
 from recommender.data.storage import read_tables
 from recommender.settings import EMBEDDED_MOVIELENS, PROJECT_ROOT
@@ -39,6 +40,13 @@ def _dataset(directory: Path, tmdb_ids: list[int]) -> Path:
     return directory
 
 
+@pytest.fixture
+def admit_small_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admit the feedback-only users of these tests, who know the three movies of the catalog."""
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MIN_USER_MOVIES", "3")
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MAX_NEW_USER_FRACTION", "1")
+
+
 def _artifact_keys() -> set[str]:
     from prefect.client.orchestration import get_client
 
@@ -50,7 +58,7 @@ def _artifact_keys() -> set[str]:
 
 
 def test_data_flow_writes_processed_tables_with_crawled_details(
-    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: None, admit_small_users: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.data_pipeline import data_pipeline
 
@@ -122,7 +130,7 @@ def test_data_flow_fails_loudly_when_too_many_rows_are_rejected(
 
 
 def test_a_poisoned_feedback_line_is_quarantined_and_the_flow_goes_on(
-    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: None, admit_small_users: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.data_pipeline import data_pipeline
 
@@ -145,7 +153,7 @@ def test_a_poisoned_feedback_line_is_quarantined_and_the_flow_goes_on(
 
     manifest = data_pipeline(ratings=str(dataset), crawl=False)
 
-    assert manifest["tables"]["interactions"]["rows"] == 3 + 3 + 3 * 40
+    assert manifest["tables"]["interactions"]["rows"] == 3 + 3  # 41 identical likes count once
     quarantine = tmp_path / "data" / "processed" / "quarantine" / "feedback_lines.parquet"
     assert pl.read_parquet(quarantine)["line"].to_list() == [3]
 
@@ -252,3 +260,60 @@ def test_a_data_run_killed_while_writing_leaves_the_old_tables_or_the_new_never_
     generations = sorted((data_dir / "processed-generations").iterdir())
     assert len(generations) == 2  # the current one and the previous; the killed runs' are gone
     assert (data_dir / "processed").resolve() == generations[-1]
+
+
+def test_feedback_is_read_across_the_log_segments_and_made_up_users_are_held_back(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.data_pipeline import data_pipeline
+
+    dataset = _dataset(tmp_path / "ml", [11, 18, 25])
+    (dataset / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.0,101\n2,1,5.0,102\n"
+    )
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("MOVIEREC_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MIN_USER_MOVIES", "3")
+    monkeypatch.setenv("MOVIEREC_FEEDBACK_MAX_NEW_USER_FRACTION", "0.5")  # of 2, then 3 users
+    monkeypatch.delenv("TMDB_API_KEY", raising=False)
+    monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
+    log = data_dir / "raw" / "feedback" / "events.jsonl"
+
+    def post(user_id: int, movie_id: int, event: str = "view") -> None:
+        append_events(
+            log, [FeedbackEvent(user_id=user_id, movie_id=movie_id, event=event)], max_bytes=1024
+        )
+
+    post(1, 3, "like")  # a MovieLens user: always counts
+    for user_id in range(1_000, 1_050):  # fake users, one view each
+        post(user_id, 1)
+    for movie_id in (1, 2, 3):  # two new users with three movies each; the cap admits one a run
+        post(9, movie_id)
+        post(10, movie_id)
+    for _ in range(30):
+        post(1, 2)  # identical views: one interaction
+    assert len(list(log.parent.glob("events.*.jsonl"))) >= 5
+
+    manifest = data_pipeline(ratings=str(dataset), crawl=False)
+
+    processed = data_dir / "processed"
+    feedback = pl.read_parquet(processed / "interactions.parquet").filter(source="feedback")
+    assert sorted(feedback.select("user_id", "movie_id", "rating").rows()) == [
+        (1, 2, 3.0),
+        (1, 3, 5.0),
+        (9, 1, 3.0),
+        (9, 2, 3.0),
+        (9, 3, 3.0),
+    ]
+    summary = next(s for s in manifest["validation"] if s["table"] == "feedback_users")
+    assert (summary["new_users"], summary["held_users"], summary["rejected"]) == (1, 51, 53)
+    held = pl.read_parquet(processed / "quarantine" / "feedback_users.parquet")
+    assert held.group_by("reason").agg(pl.col("user_id").n_unique()).sort("reason").rows() == [
+        (TOO_FEW_MOVIES.format(3), 50),
+        (OVER_NEW_USER_CAP.format(1), 1),
+    ]
+
+    data_pipeline(ratings=str(dataset), crawl=False)  # user 9 is known now: user 10 enters
+
+    users = pl.read_parquet(processed / "interactions.parquet")["user_id"].unique().sort()
+    assert users.to_list() == [1, 2, 9, 10]

@@ -216,3 +216,38 @@ def test_a_logged_time_past_what_the_pipeline_takes_is_rejected_not_read(tmp_pat
     assert log.events["movie_id"].to_list() == [2]
     assert log.rejected["line"].to_list() == [1]
     assert log.rejected["reason"].item().startswith("timestamp: Input should be less than")
+
+
+def test_identical_events_collapse_to_one_interaction_the_latest() -> None:
+    flood = [FeedbackEvent(user_id=7, movie_id=1, event="view", timestamp=t) for t in range(15_000)]
+    others = [
+        FeedbackEvent(user_id=7, movie_id=1, event="like", timestamp=5.0),
+        FeedbackEvent(user_id=7, movie_id=1, event="rating", value=2.0, timestamp=6.0),
+        FeedbackEvent(user_id=7, movie_id=1, event="rating", value=4.0, timestamp=7.0),
+        FeedbackEvent(user_id=8, movie_id=1, event="view", timestamp=8.0),
+    ]
+    events = pl.DataFrame(
+        [event.model_dump() for event in [*flood, *others]], schema=FEEDBACK_DTYPES
+    )
+
+    interactions = events_to_interactions(events).sort("user_id", "rating")
+
+    assert interactions.select("user_id", "movie_id", "rating", "timestamp").rows() == [
+        (7, 1, 2.0, 6),
+        (7, 1, 3.0, 14_999),  # 15,000 views: one interaction, the latest
+        (7, 1, 4.0, 7),
+        (7, 1, 5.0, 5),
+        (8, 1, 3.0, 8),
+    ]
+
+
+def test_the_log_rotates_past_max_bytes_and_is_read_across_its_segments(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    for movie_id in range(1, 31):
+        append_event(path, FeedbackEvent(user_id=1, movie_id=movie_id, event="view"), max_bytes=512)
+
+    segments = sorted(tmp_path.glob("events.*.jsonl"))
+    assert len(segments) >= 5  # ~80-byte lines, six to a 512-byte file
+    log = read_events(path)
+    assert log.events["movie_id"].to_list() == list(range(1, 31))
+    assert (log.rejected.height, log.torn_tail) == (0, None)

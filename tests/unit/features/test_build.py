@@ -16,6 +16,7 @@ from recommender.features.build import (
     build_movie_features,
     build_user_features,
 )
+from recommender.modeling.als import ALSParams, ALSRecommender
 from tests.frames import interactions_frame
 
 DAY = SECONDS_PER_DAY
@@ -204,3 +205,24 @@ def test_user_features(ratings: pl.DataFrame, movies: pl.DataFrame) -> None:
     # user 20: movies 100 and 200, both Drama
     assert (rows[20]["affinity_Drama"], rows[20]["affinity_Comedy"]) == (1.0, 0.5)
     assert features.get_column("affinity_Horror").to_list() == [0.0, 0.0, 0.0]
+
+
+def test_a_flood_of_identical_events_weighs_one_interaction_and_popularity_counts_users(
+    movies: pl.DataFrame,
+) -> None:
+    # One user posts 15,000 views of movie 100 (rating 3.0 each); two users rate movie 200.
+    flood = [(1, 100, 3.0, NEWEST + n) for n in range(15_000)]
+    events = interactions([*flood, (2, 200, 4.0, NEWEST), (3, 200, 2.0, NEWEST)])
+    once = interactions([flood[-1], (2, 200, 4.0, NEWEST), (3, 200, 2.0, NEWEST)])
+
+    assert aggregate_interactions(events).height == 3
+    for weighting in ("binary", "linear", "log", "bm25"):
+        assert np.array_equal(dense(events, weighting=weighting), dense(once, weighting=weighting))
+    assert dense(events, weighting="linear").max() == 4.0  # bounded by the rating scale
+
+    counts = build_movie_features(movies, events).select("movie_id", "rating_count").rows()
+    assert counts == [(100, 1), (200, 2), (300, 0), (400, 0)]
+    model = ALSRecommender(ALSParams(factors=2, iterations=1), random_state=0).fit(
+        build_interaction_matrix(events), movies=movies
+    )
+    assert [(m, s) for m, s in model.popular(k=2).items] == [(200, 2.0), (100, 1.0)]

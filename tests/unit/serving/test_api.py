@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from recommender.data.catalog import CATALOG_COLUMNS
 from recommender.data.feedback import FeedbackEvent, read_events
+from recommender.data.logs import log_files
 from recommender.modeling.als import ALSConfig, ALSRecommender, train_als
 from recommender.serving.api import (
     MAX_CLOCK_SKEW_S,
@@ -245,6 +246,21 @@ def test_feedback_is_appended_to_the_log(api: RecommenderAPI) -> None:
     log = read_events(api.feedback_log)
     assert log.events["movie_id"].to_list() == [UNRATED, movie(1)]
     assert log.rejected.is_empty()
+
+
+def test_the_feedback_log_rotates_at_the_size_the_api_is_given(api: RecommenderAPI) -> None:
+    small = RecommenderAPI(
+        api.model,
+        api.catalog,
+        model_version="7",
+        feedback_log=api.feedback_log,
+        feedback_log_max_bytes=200,
+    )
+    for n in range(10):  # ~80 bytes an event: two to a file
+        small.feedback(FeedbackEvent(user_id=1, movie_id=movie(1), event="view", timestamp=n))
+
+    assert len(log_files(api.feedback_log)) == 5
+    assert read_events(api.feedback_log).events["timestamp"].to_list() == list(range(10))
 
 
 def test_feedback_on_an_unknown_movie_is_a_404_and_writes_nothing(api: RecommenderAPI) -> None:
