@@ -28,6 +28,7 @@ from bentos.asgi import (
     frontend_app,
     json_errors,
 )
+from bentos.metrics import HTTPMetrics, metrics_app
 from recommender.serving.api import (
     ExplainRequest,
     ExplainResponse,
@@ -73,6 +74,8 @@ def _count(endpoint: str, response: RecommendationsResponse) -> RecommendationsR
     # for every request (~0.3 ms each); tracing an endpoint means overriding this.
     tracing={"excluded_urls": [".*"]},
     logging={"access": {"enabled": False}},
+    # BentoML's HTTP metrics label requests by raw URL path; bentos/metrics.py replaces them.
+    metrics={"enabled": False},
     envs=[{"name": "OPENBLAS_NUM_THREADS", "value": "1"}],
 )
 class MovieRecommender:
@@ -145,7 +148,14 @@ class MovieRecommender:
         return event
 
 
+_FRONTEND = frontend_app(_SETTINGS.frontend_dist) if _SETTINGS.frontend_dist.is_dir() else None
+MovieRecommender.add_asgi_middleware(
+    HTTPMetrics,
+    routes=[api.route for api in MovieRecommender.apis.values()],
+    static_routes=_FRONTEND.routes if _FRONTEND else (),
+)
 MovieRecommender.add_asgi_middleware(RequestGuard, max_bytes=_SETTINGS.serve_max_body_bytes)
 MovieRecommender.add_asgi_middleware(IsolateResponseContext)
-if _SETTINGS.frontend_dist.is_dir():
-    MovieRecommender.mount_asgi_app(frontend_app(_SETTINGS.frontend_dist), name="frontend")
+MovieRecommender.mount_asgi_app(metrics_app(), name="metrics")
+if _FRONTEND:
+    MovieRecommender.mount_asgi_app(_FRONTEND, name="frontend")

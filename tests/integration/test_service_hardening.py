@@ -1,0 +1,100 @@
+"""``bentoml serve`` against hostile clients: made-up paths and methods (metrics labels), bad
+bodies (error messages), half-sent requests (header timeout) and probes while the model loads.
+
+The first tests share the session's server (conftest.py ``served_url``); the others start their
+own, each with its own BentoML home (the model store linked in) so that its start does not wipe
+the shared server's Prometheus multiprocess directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bentos.metrics import OTHER, STATIC, SYSTEM_ROUTES
+
+pytestmark = [pytest.mark.integration]
+
+API_ROUTES = {
+    "/recommend",
+    "/recommend_for_liked",
+    "/similar",
+    "/popular",
+    "/movies",
+    "/explain",
+    "/feedback",
+}
+
+
+def _sample(metrics: str, name: str, **labels: str) -> float:
+    """The value of one series in Prometheus text format, 0 when it is absent. (The
+    multiprocess collector writes labels in alphabetical order.)"""
+    series = name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "} "
+    for line in metrics.splitlines():
+        if line.startswith(series):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+REQUESTS, DURATION = "movierec_http_requests_total", "movierec_http_request_duration_seconds"
+
+
+# --- /metrics: labels from a fixed set -------------------------------------------------------
+def test_made_up_paths_and_methods_add_no_metrics_series(served_url: str) -> None:
+    tokens = [secrets.token_hex(6) for _ in range(300)]
+    with httpx.Client(base_url=served_url, timeout=30) as client:
+        # One request of each kind first, so that the series they need exist before.
+        for path in ("/x", "/assets/x.js", "/x/y.css"):
+            client.get(path)
+        client.request("BREW", "/recommend")
+        before = client.get("/metrics").text
+        for i, token in enumerate(tokens):
+            path = (f"/x{token}", f"/assets/{token}.js", f"/{token}/{token}.css")[i % 3]
+            assert client.get(path).status_code == 404
+        for token in tokens[:20]:
+            assert client.request(f"M{token}".upper(), "/recommend").status_code == 405
+        after = client.get("/metrics").text
+
+    assert not [token for token in tokens if token in after]
+    assert len(after) <= 1.05 * len(before)
+    routes = set(re.findall(r'\broute="([^"]*)"', after))
+    assert API_ROUTES <= routes <= API_ROUTES | SYSTEM_ROUTES | {STATIC, OTHER}
+    assert set(re.findall(r'\bmethod="([^"]*)"', after)) <= {"GET", "POST", "HEAD", OTHER}
+    assert not re.search(r'\bendpoint="/(x|assets)', after)  # BentoML's raw-path labels
+    assert _sample(after, REQUESTS, route=OTHER, method="GET", status="404") >= 200
+    assert _sample(after, REQUESTS, route=STATIC, method="GET", status="404") >= 100
+    assert _sample(after, REQUESTS, route="/recommend", method=OTHER, status="405") >= 20
+
+
+def test_metrics_sum_the_requests_of_both_workers(served_url: str) -> None:
+    """Every request on its own connection, from 4 threads, so that both workers serve some."""
+    served = {"route": "/popular", "method": "POST", "status": "200"}
+    first = httpx.get(f"{served_url}/metrics", timeout=30).text
+    statuses: list[int] = []
+
+    def send() -> None:
+        for _ in range(15):
+            answer = httpx.post(f"{served_url}/popular", json={"k": 2}, timeout=30)
+            statuses.append(answer.status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    then = httpx.get(f"{served_url}/metrics", timeout=30).text
+    assert statuses == [200] * 60
+    assert _sample(then, REQUESTS, **served) - _sample(first, REQUESTS, **served) == 60
+    count = DURATION + "_count"
+    assert _sample(then, count, route="/popular") - _sample(first, count, route="/popular") == 60
+    assert f'{DURATION}_bucket{{le="0.005",route="/explain"}}' in then  # exported from the start
+    assert _sample(then, "movierec_recommendations_served_total", endpoint="popular") >= 60
+    # Both workers write into the directory /metrics reads (each exports its zeros at start).
+    directory = Path(os.environ["BENTOML_HOME"]) / "prometheus_multiproc_dir"
+    assert len({path.stem.split("_")[-1] for path in directory.glob("histogram_*.db")}) == 2
