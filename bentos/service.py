@@ -25,6 +25,7 @@ from bentos.asgi import (
     DropClientErrors,
     IsolateResponseContext,
     RequestGuard,
+    ValidationErrorMessages,
     frontend_app,
     json_errors,
 )
@@ -155,6 +156,7 @@ MovieRecommender.add_asgi_middleware(
     static_routes=_FRONTEND.routes if _FRONTEND else (),
 )
 MovieRecommender.add_asgi_middleware(RequestGuard, max_bytes=_SETTINGS.serve_max_body_bytes)
+MovieRecommender.add_asgi_middleware(ValidationErrorMessages)
 MovieRecommender.add_asgi_middleware(IsolateResponseContext)
 MovieRecommender.mount_asgi_app(metrics_app(), name="metrics")
 if _FRONTEND:

@@ -98,3 +98,63 @@ def test_metrics_sum_the_requests_of_both_workers(served_url: str) -> None:
     # Both workers write into the directory /metrics reads (each exports its zeros at start).
     directory = Path(os.environ["BENTOML_HOME"]) / "prometheus_multiproc_dir"
     assert len({path.stem.split("_")[-1] for path in directory.glob("histogram_*.db")}) == 2
+
+
+# --- 400 answers say what to fix --------------------------------------------------------------
+BAD_BODIES = [
+    # (endpoint, body, the field the answer must name)
+    ("/recommend", {"user_id": "one"}, "user_id"),
+    ("/recommend", {"k": 3}, "user_id"),
+    ("/recommend", {"user_id": 1, "colour": "red"}, "colour"),
+    ("/recommend", {"user_id": 1, "k": 101}, "k"),
+    ("/recommend_for_liked", {"liked_movie_ids": [1, "two"]}, "liked_movie_ids.1"),
+    ("/recommend_for_liked", {"k": 3}, "liked_movie_ids"),
+    ("/recommend_for_liked", {"liked_movie_ids": [1], "likes": [2]}, "likes"),
+    ("/recommend_for_liked", {"liked_movie_ids": [1], "k": 0}, "k"),
+    ("/similar", {"movie_id": [1]}, "movie_id"),
+    ("/similar", {}, "movie_id"),
+    ("/similar", {"movie_id": 1, "user_id": 1}, "user_id"),
+    ("/similar", {"movie_id": 1, "k": 500}, "k"),
+    ("/popular", {"k": "ten"}, "k"),
+    ("/popular", {"genres": ["Comedy"]}, "genres"),
+    ("/popular", {"k": -1}, "k"),
+    ("/movies", {"page": "first"}, "page"),
+    ("/movies", {"search": "toy"}, "search"),
+    ("/movies", {"page_size": 1000}, "page_size"),
+    ("/explain", {"user_id": 1, "movie_id": "one"}, "movie_id"),
+    ("/explain", {"user_id": 1}, "movie_id"),
+    ("/explain", {"user_id": 1, "movie_id": 1, "why": True}, "why"),
+    ("/explain", {"user_id": 1, "movie_id": 1, "n": 0}, "n"),
+    ("/feedback", {"user_id": 1, "movie_id": 1, "event": 5}, "event"),
+    ("/feedback", {"user_id": 1, "movie_id": 1}, "event"),
+    ("/feedback", {"user_id": 1, "movie_id": 1, "event": "like", "stars": 5}, "stars"),
+    ("/feedback", {"user_id": 1, "movie_id": 1, "event": "rating", "value": 9}, "value"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), BAD_BODIES)
+def test_a_refused_body_is_a_400_naming_the_field(
+    served_url: str, path: str, body: dict[str, object], field: str
+) -> None:
+    answer = httpx.post(f"{served_url}{path}", json=body, timeout=30)
+    assert answer.status_code == 400
+    assert "IODescriptor" not in answer.text
+    error = answer.json()
+    assert list(error) == ["error"]  # the shape of the API's other 4xx answers
+    assert error["error"].startswith(f"{field}: ")
+    assert int(answer.headers["content-length"]) == len(answer.content)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"[1, 2]", "request body: Input should be an object"),
+        (b'{"user_id": 1', "request body: Invalid JSON"),
+        (b'{"user_id": "x", "k": 0}', "user_id: Input should be a valid integer; k: "),
+    ],
+)
+def test_a_body_refused_as_a_whole_says_why(served_url: str, body: bytes, says: str) -> None:
+    answer = httpx.post(
+        f"{served_url}/recommend", content=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400 and answer.json()["error"].startswith(says)
