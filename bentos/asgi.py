@@ -32,7 +32,8 @@ _Resp = TypeVar("_Resp")
 def json_errors(
     method: Callable[[Any, _Req], Awaitable[_Resp]],
 ) -> Callable[[Any, _Req], Awaitable[_Resp | Response]]:
-    """Answer a :class:`RequestError` with its status and ``{"error": ...}`` body.
+    """Answer a :class:`RequestError` with its status and ``{"error": ...}`` body, and
+    :class:`NotReady` with a 503.
 
     BentoML 1.4 turns its own 4xx exceptions into a JSON *array* (bentoml/BentoML#5709), so the
     API answers its errors itself.
@@ -44,8 +45,19 @@ def json_errors(
             return await method(self, request)
         except RequestError as exc:
             return JSONResponse(exc.body, status_code=exc.status_code)
+        except NotReady as exc:
+            headers = {"Retry-After": str(exc.retry_after)}
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=headers)
 
     return wrapper
+
+
+class NotReady(Exception):
+    """The service cannot answer yet (its model is loading): a 503 with ``Retry-After``."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DropClientErrors(logging.Filter):

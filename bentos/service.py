@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import threading
 from pathlib import Path
 
 import anyio.to_thread
@@ -24,6 +26,7 @@ from prometheus_client import Counter
 from bentos.asgi import (
     DropClientErrors,
     IsolateResponseContext,
+    NotReady,
     RequestGuard,
     ValidationErrorMessages,
     frontend_app,
@@ -47,6 +50,7 @@ from recommender.serving.bundle import model_version
 from recommender.settings import get_settings
 
 _SETTINGS = get_settings()
+_LOG = logging.getLogger(__name__)
 
 _SERVED = Counter(
     "movierec_recommendations_served", "Recommendation lists served, by endpoint", ["endpoint"]
@@ -85,21 +89,45 @@ class MovieRecommender:
     bento_model = bentoml.models.BentoModel(_SETTINGS.bento_model_tag)
 
     def __init__(self) -> None:
-        stored = self.bento_model
-        self.api = RecommenderAPI.load(
-            Path(stored.path),
-            model_version=model_version(stored.info.labels, str(stored.tag)),
-            image_base_url=_SETTINGS.tmdb_image_base_url,
-            feedback_log=_SETTINGS.feedback_log,
-        )
         logging.getLogger("bentoml._internal.server.http_app").addFilter(DropClientErrors())
         for endpoint in ("recommend", "recommend_for_liked", "similar", "popular"):
             _SERVED.labels(endpoint)  # export zeros, so that rates exist from the start
             _FALLBACKS.labels(endpoint)
+        self._api: RecommenderAPI | None = None
+        # uvicorn answers nothing, not even the probes, until __init__ returns, and loading a
+        # model takes seconds (minutes for a large one): load it meanwhile, /readyz says when.
+        threading.Thread(target=self._load, name="load-model", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            stored = self.bento_model
+            api = RecommenderAPI.load(
+                Path(stored.path),
+                model_version=model_version(stored.info.labels, str(stored.tag)),
+                image_base_url=_SETTINGS.tmdb_image_base_url,
+                feedback_log=_SETTINGS.feedback_log,
+            )
+        except Exception:
+            # As when __init__ fails: the worker exits (uvicorn's start-up failure status) and
+            # BentoML's arbiter reports it, rather than a worker that is never ready.
+            _LOG.exception("could not load %s; stopping this worker", _SETTINGS.bento_model_tag)
+            os._exit(3)
         # Everything loaded so far lives as long as the process: keep it out of the
         # collector's full passes (they took ~70 ms with ~130k tracked objects).
         gc.collect()
         gc.freeze()
+        self._api = api
+
+    async def __is_ready__(self) -> bool:
+        """Whether the model is loaded (BentoML's ``/readyz`` answers 503 until then)."""
+        return self._api is not None
+
+    @property
+    def api(self) -> RecommenderAPI:
+        """The loaded model's API; :class:`NotReady` while it loads."""
+        if self._api is None:
+            raise NotReady("the model is still loading; retry in a few seconds", retry_after=5)
+        return self._api
 
     @bentoml.api
     @json_errors

@@ -11,13 +11,21 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bentos.metrics import OTHER, STATIC, SYSTEM_ROUTES
+from recommender.settings import PROJECT_ROOT
+from support.servers import HOST, ServingEnv, free_port
 
 pytestmark = [pytest.mark.integration]
 
@@ -158,3 +166,84 @@ def test_a_body_refused_as_a_whole_says_why(served_url: str, body: bytes, says: 
         f"{served_url}/recommend", content=body, headers={"content-type": "application/json"}
     )
     assert answer.status_code == 400 and answer.json()["error"].startswith(says)
+
+
+# --- a server of its own ----------------------------------------------------------------------
+@contextmanager
+def _own_server(
+    serving_env: ServingEnv, tmp_path: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``bentoml serve`` in a BentoML home of its own holding the session's model store; yield
+    the process and its URL at once (not waiting for it to be ready)."""
+    home = tmp_path / "bentoml"
+    home.mkdir()
+    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    port = free_port()
+    command = [sys.executable, "-m", "bentoml", "serve", "bentos.service:MovieRecommender"]
+    command += ["--host", HOST, "--port", str(port)]
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **serving_env.env, "BENTOML_HOME": str(home), **(env or {})},
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        yield process, f"http://{HOST}:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _first_answer(method: str, url: str, body: object = None) -> httpx.Response:
+    """The answer to a request sent as soon as the server's socket accepts connections."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            return httpx.request(method, url, json=body, timeout=httpx.Timeout(180, connect=1))
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+# --- probes while the model loads -------------------------------------------------------------
+def test_probes_answer_while_the_model_loads(serving_env: ServingEnv, tmp_path: Path) -> None:
+    """Requests queued from the moment BentoML binds its socket are the first a worker serves,
+    right after the service's __init__: before the model can have loaded (seconds)."""
+    with _own_server(serving_env, tmp_path) as (process, url):
+        requests = {
+            "readyz": ("GET", f"{url}/readyz", None),
+            "livez": ("GET", f"{url}/livez", None),
+            "recommend": ("POST", f"{url}/recommend", {"user_id": 1, "k": 3}),
+        }
+        answers: dict[str, httpx.Response] = {}
+
+        def ask(name: str) -> None:
+            answers[name] = _first_answer(*requests[name])
+
+        threads = [threading.Thread(target=ask, args=(name,)) for name in requests]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert process.poll() is None
+        assert answers["readyz"].status_code == 503
+        assert answers["livez"].status_code == 200
+        loading = answers["recommend"]
+        assert loading.status_code == 503 and loading.headers["retry-after"] == "5"
+        assert "loading" in loading.json()["error"]
+
+        deadline = time.monotonic() + 120
+        while (probe := httpx.get(f"{url}/readyz", timeout=10)).status_code == 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert probe.status_code == 200
+        served = httpx.post(f"{url}/recommend", json={"user_id": 1, "k": 3}, timeout=30)
+        assert served.status_code == 200 and served.json()["model_version"] == "1"
