@@ -33,6 +33,7 @@ from bentos.asgi import (
     json_errors,
 )
 from bentos.metrics import HTTPMetrics, metrics_app
+from bentos.protocol import use_header_timeout
 from recommender.serving.api import (
     ExplainRequest,
     ExplainResponse,
@@ -177,6 +178,7 @@ class MovieRecommender:
         return event
 
 
+use_header_timeout(_SETTINGS.serve_header_timeout_seconds)
 _FRONTEND = frontend_app(_SETTINGS.frontend_dist) if _SETTINGS.frontend_dist.is_dir() else None
 MovieRecommender.add_asgi_middleware(
     HTTPMetrics,

@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     serve_max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Larger request bodies get a 413."
     )
+    serve_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A connection whose request line and headers are not complete this many "
+        "seconds after it opened (or after its previous answer) is closed.",
+    )
     # ---------------------------------------------------------------------------------------------
 
     @field_validator("tmdb_base_url", "tmdb_image_base_url")

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -247,3 +248,55 @@ def test_probes_answer_while_the_model_loads(serving_env: ServingEnv, tmp_path: 
         assert probe.status_code == 200
         served = httpx.post(f"{url}/recommend", json={"user_id": 1, "k": 3}, timeout=30)
         assert served.status_code == 200 and served.json()["model_version"] == "1"
+
+
+# --- half-sent requests -----------------------------------------------------------------------
+HEADER_TIMEOUT = 2.0
+HALF_SENT = [
+    b"",  # connect, send nothing
+    b"GET /livez HT",  # part of the request line
+    b"POST /recommend HTTP/1.1\r\nHost: movierec\r\nContent-Type: appl",  # part of the headers
+]
+
+
+def test_half_sent_requests_are_closed_after_the_header_timeout(
+    serving_env: ServingEnv, tmp_path: Path
+) -> None:
+    env = {"MOVIEREC_SERVE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
+    with _own_server(serving_env, tmp_path, env) as (_, url):
+        deadline = time.monotonic() + 180
+        while _first_answer("GET", f"{url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        port = int(url.rsplit(":", 1)[1])
+        sockets = []
+        for i in range(60):
+            sock = socket.create_connection((HOST, port), timeout=1)
+            sock.sendall(HALF_SENT[i % len(HALF_SENT)])
+            sockets.append(sock)
+        trickle = socket.create_connection((HOST, port), timeout=1)  # a byte every 0.25 s
+        opened = time.monotonic()
+
+        # A normal request is served meanwhile.
+        answer = httpx.post(f"{url}/recommend", json={"user_id": 1, "k": 3}, timeout=10)
+        assert answer.status_code == 200
+
+        slack = 6.0
+        for byte in b"GET /livez HTTP/1.1\r\nHost: movierec\r\nX-Slow: " + b"a" * 200:
+            try:
+                trickle.sendall(bytes([byte]))
+            except OSError:  # closed by the server
+                break
+            assert time.monotonic() - opened < HEADER_TIMEOUT + slack, "the trickle was kept"
+            time.sleep(0.25)
+        for sock in sockets:
+            sock.settimeout(max(0.01, opened + HEADER_TIMEOUT + slack - time.monotonic()))
+            try:
+                assert sock.recv(1024) == b""  # closed, without an answer
+            except ConnectionResetError:
+                pass
+            except TimeoutError:
+                pytest.fail(f"a half-sent request was still open {HEADER_TIMEOUT + slack} s on")
+            finally:
+                sock.close()
+        trickle.close()
