@@ -13,7 +13,6 @@ path. Exits 1 when missed.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import statistics
 import sys
@@ -25,8 +24,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from recommender.settings import PROJECT_ROOT, configure_process
-from support.servers import HOST, free_port, running_server
+from recommender.settings import PROJECT_ROOT
+from support.servers import HOST, free_port, isolated_env, running_server
 
 GROWTH_TARGET = 0.05
 
@@ -73,14 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="metrics-cardinality-") as tmp:
         home = Path(tmp)
-        env = {
-            **os.environ,
-            "BENTOML_HOME": str(home / "bentoml"),
-            "BENTOML_DO_NOT_TRACK": "true",
-            "MOVIEREC_DATA_DIR": str(home / "data"),
-        }
-        os.environ.update(env)  # for the import into the temporary store
-        configure_process()
+        env = isolated_env(home)
         from support.sample_model import import_sample
 
         import_sample(home / "trained", model_version="benchmark")

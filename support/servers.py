@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from recommender.settings import configure_process
+
 HOST = "127.0.0.1"
 
 
@@ -41,6 +43,20 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
         yield
 
 
+def isolated_env(home: Path) -> dict[str, str]:
+    """Point this process at a BentoML home and a data directory under ``home`` (so that models
+    are imported into that store) and return its environment, for a server subprocess."""
+    os.environ.update(
+        {
+            "BENTOML_HOME": str(home / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "true",
+            "MOVIEREC_DATA_DIR": str(home / "data"),
+        }
+    )
+    configure_process()
+    return dict(os.environ)
+
+
 def free_port() -> int:
     """A port that was free on the loopback interface a moment ago."""
     with socket.socket() as sock:
@@ -57,8 +73,10 @@ def running_server(
     cwd: Path,
     log: Path,
     timeout: float = 120.0,
+    wait_ready: bool = True,
 ) -> Iterator[str]:
-    """Start ``command`` in its own process group and yield its base URL once ``/readyz`` is 200.
+    """Start ``command`` in its own process group and yield its base URL once ``/readyz`` is 200
+    (at once with ``wait_ready=False``).
 
     The group is terminated (then killed after 30 s) on exit; its output goes to ``log``.
 
@@ -72,7 +90,7 @@ def running_server(
         )
     try:
         deadline = time.monotonic() + timeout
-        while True:
+        while wait_ready:
             if process.poll() is not None:
                 raise RuntimeError(f"{command[:4]} exited with {process.returncode}; see {log}")
             try:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +24,7 @@ import pytest
 
 from bentos.metrics import OTHER, STATIC, SYSTEM_ROUTES
 from recommender.settings import PROJECT_ROOT
-from support.servers import HOST, ServingEnv, free_port
+from support.servers import HOST, ServingEnv, free_port, running_server
 
 pytestmark = [pytest.mark.integration]
 
@@ -173,33 +171,24 @@ def test_a_body_refused_as_a_whole_says_why(served_url: str, body: bytes, says: 
 @contextmanager
 def _own_server(
     serving_env: ServingEnv, tmp_path: Path, env: dict[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+) -> Iterator[str]:
     """``bentoml serve`` in a BentoML home of its own holding the session's model store; yield
-    the process and its URL at once (not waiting for it to be ready)."""
+    its URL at once (not waiting for it to be ready)."""
     home = tmp_path / "bentoml"
     home.mkdir()
     (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
     port = free_port()
     command = [sys.executable, "-m", "bentoml", "serve", "bentos.service:MovieRecommender"]
     command += ["--host", HOST, "--port", str(port)]
-    with (tmp_path / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            env={**os.environ, **serving_env.env, "BENTOML_HOME": str(home), **(env or {})},
-            cwd=PROJECT_ROOT,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-    try:
-        yield process, f"http://{HOST}:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with running_server(
+        command,
+        port=port,
+        env={**os.environ, **serving_env.env, "BENTOML_HOME": str(home), **(env or {})},
+        cwd=PROJECT_ROOT,
+        log=tmp_path / "serve.log",
+        wait_ready=False,
+    ) as url:
+        yield url
 
 
 def _first_answer(method: str, url: str, body: object = None) -> httpx.Response:
@@ -218,7 +207,7 @@ def _first_answer(method: str, url: str, body: object = None) -> httpx.Response:
 def test_probes_answer_while_the_model_loads(serving_env: ServingEnv, tmp_path: Path) -> None:
     """Requests queued from the moment BentoML binds its socket are the first a worker serves,
     right after the service's __init__: before the model can have loaded (seconds)."""
-    with _own_server(serving_env, tmp_path) as (process, url):
+    with _own_server(serving_env, tmp_path) as url:
         requests = {
             "readyz": ("GET", f"{url}/readyz", None),
             "livez": ("GET", f"{url}/livez", None),
@@ -234,7 +223,6 @@ def test_probes_answer_while_the_model_loads(serving_env: ServingEnv, tmp_path: 
             thread.start()
         for thread in threads:
             thread.join()
-        assert process.poll() is None
         assert answers["readyz"].status_code == 503
         assert answers["livez"].status_code == 200
         loading = answers["recommend"]
@@ -263,7 +251,7 @@ def test_half_sent_requests_are_closed_after_the_header_timeout(
     serving_env: ServingEnv, tmp_path: Path
 ) -> None:
     env = {"MOVIEREC_SERVE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
-    with _own_server(serving_env, tmp_path, env) as (_, url):
+    with _own_server(serving_env, tmp_path, env) as url:
         deadline = time.monotonic() + 180
         while _first_answer("GET", f"{url}/readyz").status_code != 200:
             assert time.monotonic() < deadline
