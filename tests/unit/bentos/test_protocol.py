@@ -1,0 +1,82 @@
+"""The header timeout of bentos/protocol.py on uvicorn (h11) on loopback, including the request
+after an answer on a kept-alive connection, which the integration test does not reach."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from bentos.protocol import HeaderTimeoutH11Protocol
+from support.servers import HOST, free_port
+
+TIMEOUT = 0.5
+
+
+async def _hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("hello")
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    class Protocol(HeaderTimeoutH11Protocol):
+        header_timeout = TIMEOUT
+
+    port = free_port()
+    app = Starlette(routes=[Route("/", _hello)])
+    config = uvicorn.Config(app, host=HOST, port=port, http=Protocol, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "uvicorn did not start"
+            thread.join(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+def _closed_after(sock: socket.socket) -> float:
+    """Seconds until the server closes ``sock`` (at most 5), reading whatever it sends."""
+    started = time.monotonic()
+    sock.settimeout(5)
+    while sock.recv(1024):
+        pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: x\r\nX-A"])
+def test_a_half_sent_request_is_closed_after_the_timeout(port: int, sent: bytes) -> None:
+    with socket.create_connection((HOST, port)) as sock:
+        sock.sendall(sent)
+        assert TIMEOUT - 0.1 <= _closed_after(sock) < TIMEOUT + 2
+
+
+def test_a_half_sent_request_after_an_answer_is_closed_after_the_timeout(port: int) -> None:
+    with socket.create_connection((HOST, port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        assert _closed_after(sock) < TIMEOUT + 2  # not the 5 s keep-alive timeout
+
+
+def test_a_slow_but_complete_request_is_served(port: int) -> None:
+    with socket.create_connection((HOST, port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        time.sleep(TIMEOUT / 2)
+        sock.sendall(b"Host: x\r\n\r\n")
+        sock.settimeout(5)
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        time.sleep(TIMEOUT * 2)  # the head was complete: the timer is off while idle
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
