@@ -6,14 +6,18 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from starlette.types import ASGIApp
 
 from recommender.settings import configure_process
 
@@ -109,3 +113,24 @@ def running_server(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@contextmanager
+def serving_in_thread(app: ASGIApp, **config: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn (more ``config`` options allowed) in a thread of this process
+    on a free loopback port; yield its base URL once it has started."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=HOST, port=port, log_level="warning", **config)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            thread.join(0.02)
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()

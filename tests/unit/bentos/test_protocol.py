@@ -4,19 +4,17 @@ after an answer on a kept-alive connection, which the integration test does not 
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bentos.protocol import HeaderTimeoutH11Protocol
-from support.servers import HOST, free_port
+from support.servers import HOST, serving_in_thread
 
 TIMEOUT = 0.5
 
@@ -30,20 +28,9 @@ def port() -> Iterator[int]:
     class Protocol(HeaderTimeoutH11Protocol):
         header_timeout = TIMEOUT
 
-    port = free_port()
     app = Starlette(routes=[Route("/", _hello)])
-    config = uvicorn.Config(app, host=HOST, port=port, http=Protocol, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "uvicorn did not start"
-            thread.join(0.02)
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join()
+    with serving_in_thread(app, http=Protocol) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def _closed_after(sock: socket.socket) -> float:
