@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recommender.settings import PROJECT_ROOT, configure_process
-from support.servers import HOST, free_port, running_server
+from recommender.settings import PROJECT_ROOT
+from support.servers import HOST, free_port, isolated_env, running_server
 
 THROUGHPUT_TARGET = 0.70
 P99_TARGET_MS = 15.0
@@ -232,14 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         home = Path(tmp)
-        env = {
-            **os.environ,
-            "BENTOML_HOME": str(home / "bentoml"),
-            "BENTOML_DO_NOT_TRACK": "true",
-            "MOVIEREC_DATA_DIR": str(home / "data"),
-        }
-        os.environ.update(env)  # for the import into the temporary store
-        configure_process()
+        env = isolated_env(home)
         model_path, users = prepare(home)
         requests = request_bytes(
             "/recommend", [f'{{"user_id": {user}, "k": 10}}'.encode() for user in users]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
@@ -33,7 +34,8 @@ _Resp = TypeVar("_Resp")
 def json_errors(
     method: Callable[[Any, _Req], Awaitable[_Resp]],
 ) -> Callable[[Any, _Req], Awaitable[_Resp | Response]]:
-    """Answer a :class:`RequestError` with its status and ``{"error": ...}`` body.
+    """Answer a :class:`RequestError` with its status and ``{"error": ...}`` body, and
+    :class:`NotReady` with a 503.
 
     BentoML 1.4 turns its own 4xx exceptions into a JSON *array* (bentoml/BentoML#5709), so the
     API answers its errors itself.
@@ -45,8 +47,19 @@ def json_errors(
             return await method(self, request)
         except RequestError as exc:
             return JSONResponse(exc.body, status_code=exc.status_code)
+        except NotReady as exc:
+            headers = {"Retry-After": str(exc.retry_after)}
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=headers)
 
     return wrapper
+
+
+class NotReady(Exception):
+    """The service cannot answer yet (its model is loading): a 503 with ``Retry-After``."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DropClientErrors(logging.Filter):
@@ -184,6 +197,65 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+class ValidationErrorMessages:
+    """Answer a request body its pydantic model refused with ``{"error": "<field>: <problem>"}``.
+
+    BentoML 1.4 validates the body before the API method runs and answers a failure itself,
+    ``{"error": "1 validation error for RecommendRequestIODescriptor", "detail": [...]}``: it
+    names the class BentoML generates, not what to fix, and its shape differs from the API's
+    other errors (:func:`json_errors`). No BentoML hook changes that answer, so this middleware
+    rewrites it: each problem becomes ``"k: Input should be less than or equal to 100"`` (the
+    field's path, then pydantic's message), joined by ``"; "``. Only 400 answers to ``POST``
+    requests are read; every other answer passes through untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        body: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message["status"] == 400:
+                start = message
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            content = _readable_validation_error(b"".join(body))
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(content)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+
+        await self.app(scope, receive, rewrite)
+
+
+def _readable_validation_error(content: bytes) -> bytes:
+    """BentoML's validation answer as ``{"error": ...}``; any other body unchanged."""
+    try:
+        answer = json.loads(content)
+    except ValueError:
+        return content
+    detail = answer.get("detail") if isinstance(answer, dict) else None
+    if not (isinstance(detail, list) and detail and all("msg" in d for d in detail)):
+        return content
+    problems = []
+    for error in detail:
+        field = ".".join(str(part) for part in error.get("loc", ()))
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{field or 'request body'}: {message}")
+    return json.dumps({"error": "; ".join(problems)}).encode()
 
 
 class IsolateResponseContext:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import threading
 from pathlib import Path
 
 import anyio.to_thread
@@ -24,11 +26,15 @@ from prometheus_client import Counter
 from bentos.asgi import (
     DropClientErrors,
     IsolateResponseContext,
+    NotReady,
     RateLimit,
     RequestGuard,
+    ValidationErrorMessages,
     frontend_app,
     json_errors,
 )
+from bentos.metrics import HTTPMetrics, metrics_app
+from bentos.protocol import use_header_timeout
 from recommender.serving.api import (
     ExplainRequest,
     ExplainResponse,
@@ -46,6 +52,7 @@ from recommender.serving.bundle import model_version
 from recommender.settings import get_settings
 
 _SETTINGS = get_settings()
+_LOG = logging.getLogger(__name__)
 
 _SERVED = Counter(
     "movierec_recommendations_served", "Recommendation lists served, by endpoint", ["endpoint"]
@@ -74,6 +81,8 @@ def _count(endpoint: str, response: RecommendationsResponse) -> RecommendationsR
     # for every request (~0.3 ms each); tracing an endpoint means overriding this.
     tracing={"excluded_urls": [".*"]},
     logging={"access": {"enabled": False}},
+    # BentoML's HTTP metrics label requests by raw URL path; bentos/metrics.py replaces them.
+    metrics={"enabled": False},
     envs=[{"name": "OPENBLAS_NUM_THREADS", "value": "1"}],
 )
 class MovieRecommender:
@@ -82,22 +91,46 @@ class MovieRecommender:
     bento_model = bentoml.models.BentoModel(_SETTINGS.bento_model_tag)
 
     def __init__(self) -> None:
-        stored = self.bento_model
-        self.api = RecommenderAPI.load(
-            Path(stored.path),
-            model_version=model_version(stored.info.labels, str(stored.tag)),
-            image_base_url=_SETTINGS.tmdb_image_base_url,
-            feedback_log=_SETTINGS.feedback_log,
-            feedback_log_max_bytes=_SETTINGS.feedback_log_max_bytes,
-        )
         logging.getLogger("bentoml._internal.server.http_app").addFilter(DropClientErrors())
         for endpoint in ("recommend", "recommend_for_liked", "similar", "popular"):
             _SERVED.labels(endpoint)  # export zeros, so that rates exist from the start
             _FALLBACKS.labels(endpoint)
+        self._api: RecommenderAPI | None = None
+        # uvicorn answers nothing, not even the probes, until __init__ returns, and loading a
+        # model takes seconds (minutes for a large one): load it meanwhile, /readyz says when.
+        threading.Thread(target=self._load, name="load-model", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            stored = self.bento_model
+            api = RecommenderAPI.load(
+                Path(stored.path),
+                model_version=model_version(stored.info.labels, str(stored.tag)),
+                image_base_url=_SETTINGS.tmdb_image_base_url,
+                feedback_log=_SETTINGS.feedback_log,
+                feedback_log_max_bytes=_SETTINGS.feedback_log_max_bytes,
+            )
+        except Exception:
+            # As when __init__ fails: the worker exits (uvicorn's start-up failure status) and
+            # BentoML's arbiter reports it, rather than a worker that is never ready.
+            _LOG.exception("could not load %s; stopping this worker", _SETTINGS.bento_model_tag)
+            os._exit(3)
         # Everything loaded so far lives as long as the process: keep it out of the
         # collector's full passes (they took ~70 ms with ~130k tracked objects).
         gc.collect()
         gc.freeze()
+        self._api = api
+
+    async def __is_ready__(self) -> bool:
+        """Whether the model is loaded (BentoML's ``/readyz`` answers 503 until then)."""
+        return self._api is not None
+
+    @property
+    def api(self) -> RecommenderAPI:
+        """The loaded model's API; :class:`NotReady` while it loads."""
+        if self._api is None:
+            raise NotReady("the model is still loading; retry in a few seconds", retry_after=5)
+        return self._api
 
     @bentoml.api
     @json_errors
@@ -147,6 +180,13 @@ class MovieRecommender:
         return event
 
 
+use_header_timeout(_SETTINGS.serve_header_timeout_seconds)
+_FRONTEND = frontend_app(_SETTINGS.frontend_dist) if _SETTINGS.frontend_dist.is_dir() else None
+MovieRecommender.add_asgi_middleware(
+    HTTPMetrics,
+    routes=[api.route for api in MovieRecommender.apis.values()],
+    static_routes=_FRONTEND.routes if _FRONTEND else (),
+)
 if _SETTINGS.feedback_rate_per_minute > 0:
     # Outside RequestGuard: a client over its rate is refused before its body is read.
     MovieRecommender.add_asgi_middleware(
@@ -158,6 +198,8 @@ if _SETTINGS.feedback_rate_per_minute > 0:
         trusted_hops=_SETTINGS.trusted_proxy_hops,
     )
 MovieRecommender.add_asgi_middleware(RequestGuard, max_bytes=_SETTINGS.serve_max_body_bytes)
+MovieRecommender.add_asgi_middleware(ValidationErrorMessages)
 MovieRecommender.add_asgi_middleware(IsolateResponseContext)
-if _SETTINGS.frontend_dist.is_dir():
-    MovieRecommender.mount_asgi_app(frontend_app(_SETTINGS.frontend_dist), name="frontend")
+MovieRecommender.mount_asgi_app(metrics_app(), name="metrics")
+if _FRONTEND:
+    MovieRecommender.mount_asgi_app(_FRONTEND, name="frontend")

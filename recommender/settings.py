@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         description="Reverse proxies in front of the service that append to X-Forwarded-For "
         "(1 behind the Kubernetes Ingress); 0 identifies a client by its peer address.",
     )
+    serve_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A connection whose request line and headers are not complete this many "
+        "seconds after it opened (or after its previous answer) is closed.",
+    )
     # ---------------------------------------------------------------------------------------------
 
     @field_validator("tmdb_base_url", "tmdb_image_base_url")

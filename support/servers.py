@@ -6,14 +6,20 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from starlette.types import ASGIApp
+
+from recommender.settings import configure_process
 
 HOST = "127.0.0.1"
 
@@ -41,6 +47,20 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
         yield
 
 
+def isolated_env(home: Path) -> dict[str, str]:
+    """Point this process at a BentoML home and a data directory under ``home`` (so that models
+    are imported into that store) and return its environment, for a server subprocess."""
+    os.environ.update(
+        {
+            "BENTOML_HOME": str(home / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "true",
+            "MOVIEREC_DATA_DIR": str(home / "data"),
+        }
+    )
+    configure_process()
+    return dict(os.environ)
+
+
 def free_port() -> int:
     """A port that was free on the loopback interface a moment ago."""
     with socket.socket() as sock:
@@ -57,8 +77,10 @@ def running_server(
     cwd: Path,
     log: Path,
     timeout: float = 120.0,
+    wait_ready: bool = True,
 ) -> Iterator[str]:
-    """Start ``command`` in its own process group and yield its base URL once ``/readyz`` is 200.
+    """Start ``command`` in its own process group and yield its base URL once ``/readyz`` is 200
+    (at once with ``wait_ready=False``).
 
     The group is terminated (then killed after 30 s) on exit; its output goes to ``log``.
 
@@ -72,7 +94,7 @@ def running_server(
         )
     try:
         deadline = time.monotonic() + timeout
-        while True:
+        while wait_ready:
             if process.poll() is not None:
                 raise RuntimeError(f"{command[:4]} exited with {process.returncode}; see {log}")
             try:
@@ -91,3 +113,24 @@ def running_server(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@contextmanager
+def serving_in_thread(app: ASGIApp, **config: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn (more ``config`` options allowed) in a thread of this process
+    on a free loopback port; yield its base URL once it has started."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=HOST, port=port, log_level="warning", **config)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            thread.join(0.02)
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()

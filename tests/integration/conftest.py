@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import uvicorn
 
@@ -63,11 +64,13 @@ def service_url(serving_env: ServingEnv) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        while not server.started:
+        url = f"http://{HOST}:{port}"
+        # Started, then ready: the service loads its model in the background.
+        while not (server.started and httpx.get(f"{url}/readyz").status_code == 200):
             if not thread.is_alive():
                 raise RuntimeError("the in-process service did not start")
             thread.join(0.05)
-        yield f"http://{HOST}:{port}"
+        yield url
     finally:
         server.should_exit = True
         thread.join()

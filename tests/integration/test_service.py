@@ -150,7 +150,7 @@ def test_finished_requests_are_not_kept_alive(client: httpx.Client) -> None:
         ("/recommend", {"user_id": True}, 400, "valid integer"),
         ("/recommend", {}, 400, "Field required"),
         ("/recommend", {"user_id": 1, "userId": 1}, 400, "Extra inputs"),
-        ("/recommend", [1, 2], 400, "validation error"),
+        ("/recommend", [1, 2], 400, "request body: Input should be an object"),
         ("/recommend_for_liked", {"liked_movie_ids": []}, 400, "at least 1 item"),
         ("/recommend_for_liked", {"liked_movie_ids": [1] * 501}, 400, "at most 500 items"),
         ("/feedback", {"user_id": 1, "movie_id": 1, "event": "rating"}, 400, "needs a value"),
@@ -204,7 +204,7 @@ def test_bentoml_serve_answers_and_counts(served_url: str) -> None:
         assert post(client, "/recommend", {"user_id": 99_999}).json()["fallback"] is True
         assert post(client, "/feedback", {"user_id": 9, "movie_id": 1, "event": "click"}).is_success
         metrics = client.get("/metrics").text
-    assert 'bentoml_service_request_total{endpoint="/recommend"' in metrics
+    assert 'movierec_http_requests_total{method="POST",route="/recommend",status="200"}' in metrics
     assert _sample(metrics, 'movierec_recommendations_served_total{endpoint="recommend"}') >= 2
     assert _sample(metrics, 'movierec_recommendation_fallbacks_total{endpoint="recommend"}') >= 1
     assert _sample(metrics, 'movierec_feedback_events_total{event="click"}') >= 1

@@ -3,14 +3,12 @@ body guard (with the context isolation in the stack) and the page's static files
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -18,24 +16,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from bentos.asgi import IsolateResponseContext, RequestGuard, frontend_app
-from support.servers import HOST, free_port
+from support.servers import serving_in_thread
 
 
 @contextmanager
 def _serving(app: ASGIApp) -> Iterator[httpx.Client]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "uvicorn did not start"
-            thread.join(0.02)
-        with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join()
+    with serving_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield client
 
 
 async def _echo(request: Request) -> JSONResponse:
