@@ -54,6 +54,15 @@ def training_flow(
     training.connect_tracking(
         tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir
     )
+    # Before training: repair what a killed or failed earlier run left (convention 17).
+    training.reconcile_serving(
+        tracking_uri,
+        settings.mlflow_experiment,
+        settings.registered_model_name,
+        settings.catalog_table,
+        bento_model_tag=settings.bento_model_tag,
+        stale_run_hours=settings.stale_run_hours,
+    )
     if feature_version:
         feature_set = training.read_features(store_root, feature_version)
     else:
@@ -78,7 +87,7 @@ def training_flow(
         store_root,
         {**protocol.to_params(), "env": settings.env},
     )
-    decision = training.register_and_promote(
+    decision = training.register_challenger(
         tracking_uri,
         settings.registered_model_name,
         model_uri,
@@ -90,8 +99,8 @@ def training_flow(
     )
     training.publish_training_report(report, decision)
     bento_tag = None
-    if decision.promoted:
-        bento_tag = training.package_champion(
+    if decision.promoted:  # package first, move champion last
+        bento_tag = training.package_and_promote(
             tracking_uri,
             model_dir,
             settings.catalog_table,
