@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -80,8 +84,27 @@ class Deployment:
             started.process.kill()
         return code, started.output()
 
+    @property
+    def mlflow_db(self) -> Path:
+        return self.data_dir / "mlflow" / "mlflow.db"
+
     def client(self) -> MlflowClient:
-        return MlflowClient(f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}")
+        return MlflowClient(f"sqlite:///{self.mlflow_db}")
+
+    @contextmanager
+    def mlflow_writes_held(self) -> Iterator[None]:
+        """Hold SQLite's write lock on the MLflow store, as a competing writer would.
+
+        Readers go on; a run's next MLflow write waits (up to MLflow's 20 s busy timeout), so
+        the run stops right before it, e.g. between building a Bento and moving the alias.
+        """
+        connection = sqlite3.connect(self.mlflow_db, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            connection.rollback()
+            connection.close()
 
     def champion(self) -> str | None:
         """The registered version holding ``champion`` (None before there is one)."""
@@ -92,7 +115,7 @@ class Deployment:
 
     def versions(self) -> int:
         """How many versions are registered."""
-        if not (self.data_dir / "mlflow" / "mlflow.db").exists():
+        if not self.mlflow_db.exists():
             return 0
         return len(self.client().search_model_versions(f"name = '{NAME}'"))
 
@@ -162,3 +185,21 @@ def kill_when(started: Started, condition: Callable[[], bool], **wait: float) ->
     wait_for(started, condition, **wait)
     os.kill(started.process.pid, signal.SIGKILL)
     started.process.wait(30)
+
+
+def taste_groups_zip(path: Path, *, without: int | None = None) -> Path:
+    """An ml-100k layout zip: 60 users in two taste groups over 40 movies (odd users like even
+    movies and vice versa), optionally ``without`` one movie. ALS trains on it in a second."""
+    rng = np.random.default_rng(0)
+    movies = [movie for movie in range(1, 41) if movie != without]
+    lines = []
+    for user in range(1, 61):
+        liked = [movie for movie in movies if movie % 2 != user % 2]
+        for movie in rng.choice(liked, size=12, replace=False):
+            lines.append(f"{user}\t{movie}\t{rng.integers(1, 6)}\t{880000000 + len(lines)}\n")
+    flags = "|".join(["0"] * 18 + ["1"])
+    items = "".join(f"{m}|Movie {m} (1995)|01-Jan-1995||http://x|{flags}\n" for m in movies)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ml-100k/u.data", "".join(lines))
+        archive.writestr("ml-100k/u.item", items)
+    return path

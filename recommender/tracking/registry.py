@@ -172,7 +172,8 @@ def download_model_dir(version: ModelVersion, target: Path) -> Path:
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(target)
     )
-    return Path(local) / "artifacts" / MODEL_DIR_ARTIFACT
+    pyfunc = mlflow.models.Model.load(local).flavors["python_function"]
+    return Path(local) / pyfunc["artifacts"][MODEL_DIR_ARTIFACT]["path"]
 
 
 class NoChampionError(LookupError):

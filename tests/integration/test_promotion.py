@@ -13,37 +13,17 @@ with the same k and the same data the metric ties, so it does not.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from support.promotion import NAME, Deployment, kill_when, wait_for
+from support.promotion import NAME, Deployment, kill_when, taste_groups_zip, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TRAIN = ("train", "--trials", "1")
 K5, K10 = (*TRAIN, "--k", "5"), (*TRAIN, "--k", "10")
-
-
-def _ml100k_zip(path: Path, *, without: int | None = None) -> Path:
-    """60 users in two taste groups over 40 movies (ml-100k layout), optionally ``without``
-    one of them: trains in a second."""
-    rng = np.random.default_rng(0)
-    movies = [movie for movie in range(1, 41) if movie != without]
-    lines = []
-    for user in range(1, 61):
-        liked = [movie for movie in movies if movie % 2 != user % 2]
-        for movie in rng.choice(liked, size=12, replace=False):
-            lines.append(f"{user}\t{movie}\t{rng.integers(1, 6)}\t{880000000 + len(lines)}\n")
-    flags = "|".join(["0"] * 18 + ["1"])
-    items = "".join(f"{m}|Movie {m} (1995)|01-Jan-1995||http://x|{flags}\n" for m in movies)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("ml-100k/u.data", "".join(lines))
-        archive.writestr("ml-100k/u.item", items)
-    return path
 
 
 @pytest.fixture
@@ -53,7 +33,7 @@ def deployment(prefect_harness: None, tmp_path: Path) -> Iterator[Deployment]:
 
     deployment = Deployment(tmp_path, prefect_api_url=PREFECT_API_URL.value())
     code, output = deployment.run(
-        "data", "--no-crawl", "--ratings", str(_ml100k_zip(tmp_path / "ml-100k.zip"))
+        "data", "--no-crawl", "--ratings", str(taste_groups_zip(tmp_path / "ml-100k.zip"))
     )
     assert code == 0, output
     code, output = deployment.run(*K5)
@@ -93,12 +73,15 @@ def test_a_kill_at_any_promotion_step_is_repaired_by_the_next_run(deployment: De
     assert deployment.champion() == "1"
     leftovers = list((deployment.bentoml_home / "tmp").glob("bentoml_bento_*"))
 
-    # Killed after building v4's Bento, before the alias moved.
+    # Killed after building v4's Bento, before the alias moved: a competing MLflow writer
+    # holds the run's next write (it follows the build at once) until the kill.
     killed = deployment.start(*K10)
     wait_for(killed, lambda: deployment.versions() == 4, interval=0.02)
     _agree(deployment, "1")  # the reconcile at the start of the run repackaged v1 ...
     assert not any(path.exists() for path in leftovers)  # ... and removed the build's tmp dir
-    kill_when(killed, lambda: deployment.served_version("bentos") == "4")
+    wait_for(killed, lambda: deployment.served_version("models") == "4")
+    with deployment.mlflow_writes_held():
+        kill_when(killed, lambda: deployment.served_version("bentos") == "4")
     assert deployment.champion() == "1"
     assert deployment.served_version("models") == "4"
 
@@ -122,7 +105,7 @@ def test_a_packaging_failure_leaves_the_champion_where_it_was(deployment: Deploy
     # knows movie 2, so its model cannot be served with this catalog.
     client = deployment.client()
     features = client.get_run(client.get_model_version(NAME, "1").run_id).data.params
-    without_2 = _ml100k_zip(deployment.root / "without-2.zip", without=2)
+    without_2 = taste_groups_zip(deployment.root / "without-2.zip", without=2)
     assert deployment.run("data", "--no-crawl", "--ratings", str(without_2))[0] == 0
 
     # the gate passes v2: the champion logged no val_ndcg_at_10 to beat
