@@ -127,11 +127,12 @@ def _bento_name(bentofile: Path) -> str:
 def clean_leftovers(*, model_tag: str, bentofile: Path = BENTOFILE) -> list[Path]:
     """Remove what an import or build killed midway left behind; call under :func:`promotion_lock`.
 
-    BentoML stages a model in ``$TMPDIR/bentoml-model-<name>-*`` and a Bento in
-    ``$BENTOML_HOME/tmp/bentoml_bento_<name>*`` and removes them when the process exits
-    normally; a store entry (``models/<name>/<version>``, ``bentos/<name>/<version>``) is
-    created before its files are copied in, and one without its ``model.yaml`` /
-    ``bento.yaml`` breaks BentoML's listing. Only this project's names are touched.
+    BentoML stages a Bento in ``$BENTOML_HOME/tmp/bentoml_bento_<name>*`` and removes it
+    when the process exits normally; a store entry (``models/<name>/<version>``,
+    ``bentos/<name>/<version>``) is created before its files are copied in, and one without
+    its ``model.yaml`` / ``bento.yaml`` breaks BentoML's listing. Only this project's names
+    are touched. (A model is staged in the system's temporary directory, shared with other
+    processes that may be importing right now: that is left to the system's cleaner.)
 
     Returns:
         The paths removed.
@@ -140,7 +141,6 @@ def clean_leftovers(*, model_tag: str, bentofile: Path = BENTOFILE) -> list[Path
     bento_name = _bento_name(bentofile)
     home = Path(BentoMLContainer.bentoml_home.get())
     leftovers = [
-        *Path(tempfile.gettempdir()).glob(f"bentoml-model-{model_name}-*"),
         *(home / "tmp").glob(f"bentoml_bento_{bento_name}*"),
         *(
             entry

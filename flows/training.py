@@ -23,6 +23,10 @@ def training_flow(
 ) -> dict[str, Any]:
     """Train, evaluate, log and register a model; the gate decides on ``champion``.
 
+    First the run reconciles: runs killed mid-log are failed, leftovers of a killed packaging
+    removed, and the champion packaged again if the BentoML store's latest is not it. A model
+    the gate passes is packaged first and takes ``champion`` last (docs/promotion.md).
+
     Every parameter left unset takes its value from the settings (``MOVIEREC_SPLIT``,
     ``MOVIEREC_TEST_FRACTION``, ``MOVIEREC_SEED``, ``MOVIEREC_K``, ``MOVIEREC_TUNING_TRIALS``,
     ``MOVIEREC_MIN_RATING``, ``MOVIEREC_FEATURE_VERSION``).
