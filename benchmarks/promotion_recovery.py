@@ -81,6 +81,7 @@ def time_reconcile(deployment: Deployment) -> None:
 
 
 def main() -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
