@@ -112,11 +112,11 @@ def test_a_packaging_failure_leaves_the_champion_where_it_was(deployment: Deploy
     code, output = deployment.run(*K10, "--feature-version", features["feature_version"])
 
     assert code == 2
+    _agree(deployment, "1")
     assert (
         "v2 passed the promotion gate but packaging it for serving failed (catalog lacks "
         "1 movie(s) the model recommends, e.g. [2]); champion stays v1." in output
     )
-    _agree(deployment, "1")
     assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "2"
     assert client.get_model_version(NAME, "2").tags["promoted"] == "false"
     run = client.get_run(client.get_model_version(NAME, "2").run_id)
