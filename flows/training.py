@@ -23,6 +23,10 @@ def training_flow(
 ) -> dict[str, Any]:
     """Train, evaluate, log and register a model; the gate decides on ``champion``.
 
+    First the run reconciles: runs killed mid-log are failed, leftovers of a killed packaging
+    removed, and the champion packaged again if the BentoML store's latest is not it. A model
+    the gate passes is packaged first and takes ``champion`` last (docs/promotion.md).
+
     Every parameter left unset takes its value from the settings (``MOVIEREC_SPLIT``,
     ``MOVIEREC_TEST_FRACTION``, ``MOVIEREC_SEED``, ``MOVIEREC_K``, ``MOVIEREC_TUNING_TRIALS``,
     ``MOVIEREC_MIN_RATING``, ``MOVIEREC_FEATURE_VERSION``).
@@ -54,6 +58,15 @@ def training_flow(
     training.connect_tracking(
         tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir
     )
+    # Before training: repair what a killed or failed earlier run left (convention 17).
+    training.reconcile_serving(
+        tracking_uri,
+        settings.mlflow_experiment,
+        settings.registered_model_name,
+        settings.catalog_table,
+        bento_model_tag=settings.bento_model_tag,
+        stale_run_hours=settings.stale_run_hours,
+    )
     if feature_version:
         feature_set = training.read_features(store_root, feature_version)
     else:
@@ -78,7 +91,7 @@ def training_flow(
         store_root,
         {**protocol.to_params(), "env": settings.env},
     )
-    decision = training.register_and_promote(
+    decision = training.register_challenger(
         tracking_uri,
         settings.registered_model_name,
         model_uri,
@@ -90,8 +103,8 @@ def training_flow(
     )
     training.publish_training_report(report, decision)
     bento_tag = None
-    if decision.promoted:
-        bento_tag = training.package_champion(
+    if decision.promoted:  # package first, move champion last
+        bento_tag = training.package_and_promote(
             tracking_uri,
             model_dir,
             settings.catalog_table,

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         description="The challenger takes champion when its validation ndcg@k beats the "
         "champion's by more than this.",
     )
+    stale_run_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="A RUNNING MLflow run started on another host is marked FAILED by the next "
+        "training run once it is this old (on this host: as soon as its process is gone).",
+    )
 
     # --- Prefect task runner (flows/task_runners.py) ---------------------------------------------
     task_runner: Literal["thread", "dask"] = Field(

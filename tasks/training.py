@@ -16,7 +16,6 @@ from recommender.features import build as features
 from recommender.features.store import FeatureSet, FeatureStore, FeatureVersionNotFoundError
 from recommender.modeling import als, evaluation
 from recommender.modeling.protocol import EvaluationProtocol
-from recommender.serving.bundle import lineage_labels
 from recommender.tracking import registry, runs
 
 
@@ -98,7 +97,7 @@ def log_run(
 
 
 @task(cache_policy=NO_CACHE)
-def register_and_promote(
+def register_challenger(
     tracking_uri: str,
     name: str,
     model_uri: str,
@@ -109,8 +108,8 @@ def register_and_promote(
     k: int,
     margin: float,
 ) -> registry.PromotionDecision:
-    """Register the model as challenger; the gate decides whether it becomes champion."""
-    return registry.register_and_promote(
+    """Register the model as challenger; the gate decides whether it is to become champion."""
+    return registry.register_challenger(
         runs.client(tracking_uri),
         model_uri=model_uri,
         run_id=run_id,
@@ -123,7 +122,30 @@ def register_and_promote(
 
 
 @task(cache_policy=NO_CACHE)
-def package_champion(
+def reconcile_serving(
+    tracking_uri: str,
+    experiment: str,
+    name: str,
+    catalog: Path,
+    *,
+    bento_model_tag: str,
+    stale_run_hours: float,
+) -> str | None:
+    """Fail runs killed mid-log, clean killed packaging, package the champion if not served."""
+    client = runs.client(tracking_uri)
+    failed = runs.fail_stale_runs(client, experiment, max_age_hours=stale_run_hours)
+    removed, bento_tag = store.reconcile_serving(
+        client, name, catalog=catalog, model_tag=bento_model_tag
+    )
+    print(
+        f"Reconciled: {len(failed)} stale run(s) failed, {len(removed)} leftover(s) removed, "
+        f"champion {'repackaged as ' + bento_tag if bento_tag else 'already served'}."
+    )
+    return bento_tag
+
+
+@task(cache_policy=NO_CACHE)
+def package_and_promote(
     tracking_uri: str,
     model_dir: Path,
     catalog: Path,
@@ -133,18 +155,16 @@ def package_champion(
     *,
     bento_model_tag: str,
 ) -> str:
-    """Import the new champion into the BentoML model store, build the Bento and log its tag."""
-    store.import_model(
-        model_dir,
-        catalog,
-        labels=lineage_labels(
-            model_version=decision.version, run_id=run_id, feature_version=feature_version
-        ),
-        metadata={"validation_ndcg": decision.challenger_ndcg},
+    """Import the challenger into BentoML, build the Bento, then move ``champion`` to it."""
+    return store.package_and_promote(
+        runs.client(tracking_uri),
+        decision,
+        run_id=run_id,
+        feature_version=feature_version,
+        model_dir=model_dir,
+        catalog=catalog,
+        model_tag=bento_model_tag,
     )
-    bento_tag = store.build_bento(model_tag=bento_model_tag)
-    runs.client(tracking_uri).set_tag(run_id, "bento_tag", bento_tag)
-    return bento_tag
 
 
 @task

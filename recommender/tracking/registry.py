@@ -1,20 +1,24 @@
 """The MLflow model registry: aliases, the promotion gate and loading the champion.
 
 Registry aliases, not the deprecated stages: every registered version becomes ``challenger``;
-it takes ``champion`` only through :func:`register_and_promote`.
+it takes ``champion`` only through :func:`promote`, after :func:`register_challenger`'s gate
+passed it and its model was packaged for serving.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import requests
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from recommender.modeling.als import ALSRecommender
+from recommender.tracking.runs import MODEL_DIR_ARTIFACT
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -53,17 +57,14 @@ class PromotionDecision:
 
 
 def _champion(client: MlflowClient, name: str, metric: str) -> tuple[str | None, float | None]:
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None, None
-        raise
+    version = champion_version(client, name)
+    if version is None:
+        return None, None
     value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
     return version.version, value
 
 
-def register_and_promote(
+def register_challenger(
     client: MlflowClient,
     *,
     model_uri: str,
@@ -74,13 +75,14 @@ def register_and_promote(
     margin: float,
     tags: dict[str, str] | None = None,
 ) -> PromotionDecision:
-    """Register ``model_uri`` as ``challenger`` and let it take ``champion`` if it beats it.
+    """Register ``model_uri`` as ``challenger`` and let the gate decide on ``champion``.
 
-    The challenger is promoted when there is no champion, when the champion has no validation
-    ndcg@k to compare with, or when ``validation_ndcg > champion_ndcg + margin``. The decision
-    is logged to the run (``promotion/decision.json`` and tags). If any registry call fails
-    after the version was created, the version is deleted again, so no half-registered model
-    stays behind.
+    The challenger is to be promoted when there is no champion, when the champion has no
+    validation ndcg@k to compare with, or when ``validation_ndcg > champion_ndcg + margin``.
+    The alias ``champion`` does not move here: the caller packages the model first and then
+    calls :func:`promote` (convention 17). The decision is logged to the run
+    (``promotion/decision.json``). If any registry call fails after the version was created, the
+    version is deleted again, so no half-registered model stays behind.
     """
     metric = f"val_ndcg_at_{k}"
     champion_version, champion_ndcg = _champion(client, name, metric)
@@ -101,8 +103,6 @@ def register_and_promote(
                 f"Validation ndcg@{k} {validation_ndcg:.4f} {relation} champion "
                 f"v{champion_version}'s {champion_ndcg:.4f} by more than the margin {margin}."
             )
-        if promoted:
-            client.set_registered_model_alias(name, CHAMPION, version)
         decision = PromotionDecision(
             registered_model=name,
             version=str(version),
@@ -114,15 +114,66 @@ def register_and_promote(
             margin=margin,
         )
         client.log_dict(run_id, decision.to_dict(), "promotion/decision.json")
-        client.set_tag(run_id, "promotion.promoted", str(promoted).lower())
-        client.set_tag(run_id, "promotion.reason", reason)
-        client.set_model_version_tag(name, version, "promoted", str(promoted).lower())
+        if not promoted:
+            _record_outcome(client, decision, run_id, promoted=False, reason=reason)
     except (MlflowException, OSError, requests.RequestException):
         client.delete_model_version(name, version)
         if champion_version is not None:  # deleting the version took any alias it had
             client.set_registered_model_alias(name, CHAMPION, champion_version)
         raise
     return decision
+
+
+def _record_outcome(
+    client: MlflowClient, decision: PromotionDecision, run_id: str, *, promoted: bool, reason: str
+) -> None:
+    client.set_tag(run_id, "promotion.promoted", str(promoted).lower())
+    client.set_tag(run_id, "promotion.reason", reason)
+    client.set_model_version_tag(
+        decision.registered_model, decision.version, "promoted", str(promoted).lower()
+    )
+
+
+def promote(client: MlflowClient, decision: PromotionDecision, run_id: str) -> None:
+    """Move ``champion`` to the decided version (its model is packaged by now) and record it."""
+    client.set_registered_model_alias(decision.registered_model, CHAMPION, decision.version)
+    _record_outcome(client, decision, run_id, promoted=True, reason=decision.reason)
+
+
+def record_packaging_failure(
+    client: MlflowClient, decision: PromotionDecision, run_id: str, error: Exception
+) -> str:
+    """Record on the run and the version that the gate passed it but packaging failed.
+
+    ``champion`` stays where it was; the version stays registered as ``challenger``. Returns
+    the message recorded.
+    """
+    champion = f"v{decision.champion_version}" if decision.champion_version else "none"
+    reason = (
+        f"v{decision.version} passed the promotion gate but packaging it for serving failed "
+        f"({error}); champion stays {champion}."
+    )
+    _record_outcome(client, decision, run_id, promoted=False, reason=reason)
+    return reason
+
+
+def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version holding ``champion``, or None when there is none (or no registered model)."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def download_model_dir(version: ModelVersion, target: Path) -> Path:
+    """Download the saved recommender directory of a registered version under ``target``."""
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(target)
+    )
+    pyfunc = mlflow.models.Model.load(local).flavors["python_function"]
+    return Path(local) / pyfunc["artifacts"][MODEL_DIR_ARTIFACT]["path"]
 
 
 class NoChampionError(LookupError):

@@ -9,6 +9,9 @@ artifact root beside it (``Settings.mlflow_uri``); ``MLFLOW_TRACKING_URI`` point
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,9 @@ PYFUNC_SIGNATURE = ModelSignature(
     ),
     params=ParamSchema([ParamSpec("k", "long", 10)]),
 )
+MODEL_DIR_ARTIFACT = "model_dir"  # the pyfunc's artifact holding the saved recommender
+# Who runs a training run: how the next run tells a run killed mid-log from a concurrent one.
+HOST_TAG, PID_TAG = "movierec.host", "movierec.pid"
 _MLFLOW_ADVICE = (".*An input example was not provided", ".*Add type hints to the `predict`")
 _REQUIREMENTS = ("implicit", "numpy", "scipy", "polars", "pandas", "pyarrow", "mlflow")
 
@@ -135,7 +141,8 @@ def log_training_run(
         ``(run_id, model_uri)`` of the logged run and model.
     """
     k = report.k
-    with mlflow.start_run(run_name=f"als-{feature_version}") as run:
+    owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    with mlflow.start_run(run_name=f"als-{feature_version}", tags=owner) as run:
         mlflow.log_params(
             {
                 **params,
@@ -171,12 +178,50 @@ def log_training_run(
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(MODEL_CODE),
-                artifacts={"model_dir": str(model_dir)},
+                artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
                 code_paths=[str(PACKAGE_DIR)],
                 signature=PYFUNC_SIGNATURE,
                 pip_requirements=_pip_requirements(),
             )
     return run.info.run_id, info.model_uri
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def fail_stale_runs(client: MlflowClient, experiment: str, *, max_age_hours: float) -> list[str]:
+    """Mark the experiment's ``RUNNING`` runs whose process is gone ``FAILED``; returns their ids.
+
+    A run is stale when it was started on this host (tag ``movierec.host``) by a process
+    (``movierec.pid``) that no longer exists, e.g. a training run killed while it logged.
+    A run started elsewhere (another pod) cannot be checked that way: it is stale once it has
+    been running longer than ``max_age_hours``, far longer than any training run takes. A
+    running process is never touched, so a concurrent training run keeps its run. (A pid reused
+    by a new process keeps a dead run ``RUNNING`` until it reaches the age limit.)
+    """
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    host = socket.gethostname()
+    cutoff_ms = (time.time() - max_age_hours * 3600) * 1000
+    stale = []
+    for run in client.search_runs(
+        [found.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    ):
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        same_host = tags.get(HOST_TAG) == host and pid.isdigit()
+        if not _process_alive(int(pid)) if same_host else run.info.start_time < cutoff_ms:
+            client.set_terminated(run.info.run_id, status="FAILED")
+            stale.append(run.info.run_id)
+    return stale
 
 
 def evaluation_table(report: EvaluationReport) -> pl.DataFrame:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from support.promotion import taste_groups_zip
 
 pytestmark = pytest.mark.integration
 
@@ -45,19 +45,7 @@ def _movierec_data(ratings: str, cwd: Path) -> tuple[subprocess.CompletedProcess
 @pytest.fixture
 def ml100k_zip(tmp_path: Path) -> Path:
     """An ml-100k layout zip: 60 users in two taste groups over 40 movies."""
-    rng = np.random.default_rng(0)
-    lines = []
-    for user in range(1, 61):
-        liked = range(1 + user % 2, 41, 2)  # odd users like even movies and vice versa
-        for movie in rng.choice(list(liked), size=12, replace=False):
-            lines.append(f"{user}\t{movie}\t{rng.integers(1, 6)}\t{880000000 + len(lines)}\n")
-    flags = "|".join(["0"] * 18 + ["1"])
-    items = "".join(f"{m}|Movie {m} (1995)|01-Jan-1995||http://x|{flags}\n" for m in range(1, 41))
-    path = tmp_path / "ml-100k.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("ml-100k/u.data", "".join(lines))
-        archive.writestr("ml-100k/u.item", items)
-    return path
+    return taste_groups_zip(tmp_path / "ml-100k.zip")
 
 
 def test_evaluate_prints_one_json_object(ml100k_zip: Path, tmp_path: Path) -> None:
