@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import uuid
@@ -37,6 +36,7 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from recommender.settings import ENVIRONMENTS, Settings, environment_file
+from tests.kustomize import copy_tree, render_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -183,15 +183,6 @@ def _flow_run_job(template: dict[str, Any], job_variables: dict[str, Any]) -> di
     return job
 
 
-def _throwaway_secrets(example: Path) -> str:
-    lines = []
-    for line in example.read_text().splitlines():
-        key, sep, _ = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            lines.append(f"{key}={secrets.token_hex(16)}")
-    return "\n".join(lines) + "\n"
-
-
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Render]:
     kubectl = shutil.which("kubectl")
@@ -204,26 +195,14 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Render]:
         _need(found, f"{package} (a dev dependency of the project)")
     assert kubectl is not None
 
-    tree = tmp_path_factory.mktemp("tree")
-    shutil.copytree(K8S, tree / "k8s", ignore=shutil.ignore_patterns("secrets.env"))
+    tree = copy_tree(tmp_path_factory.mktemp("tree"))
     template = json.loads(JOB_TEMPLATE.read_text())
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
 
     result = {}
     for env in ENVIRONMENTS:
-        overlay = tree / "k8s" / "overlays" / env
-        (overlay / "secrets.env").write_text(_throwaway_secrets(overlay / "secrets.env.example"))
-        # As users run it (and as `kubectl apply -k`, Argo CD and Flux do): no flags, so every
-        # file an overlay reads is inside its own directory.
-        run = subprocess.run(
-            [kubectl, "kustomize", str(overlay)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert run.returncode == 0, f"kubectl kustomize k8s/overlays/{env} failed:\n{run.stderr}"
-        objects = [obj for obj in yaml.safe_load_all(run.stdout) if obj]
+        output = render_overlay(kubectl, tree / "overlays" / env)
+        objects = [obj for obj in yaml.safe_load_all(output) if obj]
         pool = _deployments(env)["prefect"]["work_pool"]
         flow_jobs = {
             d["name"]: _flow_run_job(template, d["work_pool"].get("job_variables", {}))
