@@ -22,7 +22,13 @@ from collections.abc import Sequence
 
 import httpx
 
-from support.containers import docker, engine_available, image_size_mb, wait_ready
+from support.containers import (
+    docker,
+    engine_available,
+    image_size_mb,
+    remove_container,
+    wait_ready,
+)
 from support.servers import HOST, free_port
 
 READY_TARGET_S = 30.0
@@ -34,8 +40,8 @@ def start_once(image: str) -> tuple[float, float]:
     port = free_port()
     name = f"movierec-bench-{uuid.uuid4().hex[:8]}"
     start = time.monotonic()
-    docker("run", "--detach", "--name", name, "--publish", f"{HOST}:{port}:3000", image)
     try:
+        docker("run", "--detach", "--name", name, "--publish", f"{HOST}:{port}:3000", image)
         wait_ready(name, f"http://{HOST}:{port}/readyz", timeout=120)
         ready = time.monotonic() - start
         before = time.monotonic()
@@ -45,7 +51,7 @@ def start_once(image: str) -> tuple[float, float]:
         answer.raise_for_status()
         return ready, time.monotonic() - before
     finally:
-        docker("rm", "--force", name)
+        remove_container(name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,15 @@ def docker(*args: str, timeout: float = 120) -> str:
     return run.stdout.strip()
 
 
+def remove_container(name: str) -> None:
+    """``docker rm --force name``; a container that does not exist is not an error."""
+    try:
+        docker("rm", "--force", name)
+    except RuntimeError as exc:
+        if "No such container" not in str(exc):
+            raise
+
+
 def engine_available() -> bool:
     """True when ``docker`` is on PATH and its engine answers."""
     try:
@@ -89,9 +98,8 @@ def image_size_mb(image: str) -> float:
     return int(docker("image", "inspect", "--format", "{{.Size}}", image)) / 1e6
 
 
-def wait_ready(container: str, url: str, *, timeout: float) -> float:
-    """Poll ``url`` (a health endpoint the container serves) until it answers 200; return the
-    seconds it took.
+def wait_ready(container: str, url: str, *, timeout: float) -> None:
+    """Poll ``url`` (a health endpoint the container serves) until it answers 200.
 
     Raises:
         RuntimeError: The container stopped, or did not answer within ``timeout`` seconds (the
@@ -101,7 +109,7 @@ def wait_ready(container: str, url: str, *, timeout: float) -> float:
     while True:
         try:
             if httpx.get(url, timeout=2).status_code == 200:
-                return time.monotonic() - start
+                return
         except httpx.TransportError:
             pass
         running = docker("inspect", "--format", "{{.State.Running}}", container) == "true"

@@ -13,6 +13,7 @@ Locally the module skips when no Docker engine answers; in CI (``CI=true``,
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from support.containers import (
     docker,
     engine_available,
     image_size_mb,
+    remove_container,
     wait_ready,
 )
 from support.servers import HOST, ServingEnv, free_port
@@ -90,7 +92,7 @@ class Container:
         docker("run", "--detach", "--name", self.name, *self.args, self.image, *command)
 
     def remove(self) -> None:
-        docker("rm", "--force", self.name)
+        remove_container(self.name)
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +112,11 @@ def bento(
         "MOVIEREC_DATA_DIR=/data",
         name_prefix="movierec-bento",
     )
-    container.run()
+    start = time.monotonic()
     try:
-        ready = wait_ready(container.name, f"http://{HOST}:{port}/readyz", timeout=120)
-        yield container, port, data, ready
+        container.run()
+        wait_ready(container.name, f"http://{HOST}:{port}/readyz", timeout=120)
+        yield container, port, data, time.monotonic() - start
     finally:
         container.remove()
 
@@ -191,19 +194,21 @@ def test_the_project_image_runs_the_data_and_training_flows_against_mlflow(
     data = _volume(tmp_path / "data", uid)
     mlflow_dir = _volume(tmp_path / "mlflow", uid)
     mlflow_port = free_port()
+    flow = f"movierec-flow-{uuid.uuid4().hex[:8]}"  # the flow runs' container, one at a time
     mlflow = Container(
         images.project, "--network", "host", "--volume", f"{mlflow_dir}:/mlflow",
         name_prefix="movierec-mlflow",
     )  # fmt: skip
-    mlflow.run(
-        "mlflow", "server", "--host", HOST, "--port", str(mlflow_port), "--workers", "1",
-        "--backend-store-uri", "sqlite:////mlflow/mlflow.db",
-        "--artifacts-destination", "/mlflow/artifacts",
-    )  # fmt: skip
     try:
+        mlflow.run(
+            "mlflow", "server", "--host", HOST, "--port", str(mlflow_port), "--workers", "1",
+            "--backend-store-uri", "sqlite:////mlflow/mlflow.db",
+            "--artifacts-destination", "/mlflow/artifacts",
+        )  # fmt: skip
         wait_ready(mlflow.name, f"http://{HOST}:{mlflow_port}/health", timeout=120)
         flow_env = {**FLOW_ENV, "MLFLOW_TRACKING_URI": f"http://{HOST}:{mlflow_port}"}
-        run_args = ["run", "--rm", "--network", "host", "--volume", f"{data}:/data"]
+        run_args = ["run", "--rm", "--name", flow, "--network", "host"]
+        run_args += ["--volume", f"{data}:/data"]
         run_args += ["--env", "MOVIEREC_DATA_DIR=/data"]
         for name, value in flow_env.items():
             run_args += ["--env", f"{name}={value}"]
@@ -218,4 +223,5 @@ def test_the_project_image_runs_the_data_and_training_flows_against_mlflow(
         assert versions.status_code == 200, versions.text
         assert versions.json()["model_version"]["version"] == "1"
     finally:
+        remove_container(flow)  # still there only when a flow run timed out
         mlflow.remove()
