@@ -13,7 +13,20 @@ export BENTOML_HOME ?= $(CURDIR)/var/bentoml
 
 FRONTEND_SOURCES := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.js 2>/dev/null)
 
-.PHONY: help uv venv frontend demo test lint bench stack stack-down
+# Container images (`make image`): the Bento, by `bentoml build` + `bentoml containerize`, and the
+# project image of the flows and the MLflow server (k8s/images/Dockerfile), named as k8s/ expects.
+# BASE_IMAGE is any Debian-based Python 3.11 image: without Docker Hub, build one from Debian
+# packages (`make base-image`, deployments/base_image.sh) and pass BASE_IMAGE=$(LOCAL_BASE_IMAGE).
+BASE_IMAGE ?= python:3.11-slim
+LOCAL_BASE_IMAGE := movierec-base:bookworm
+REGISTRY ?=
+IMAGE_TAG ?= latest
+BENTO_IMAGE := $(if $(REGISTRY),$(REGISTRY)/)movie-recommender:$(IMAGE_TAG)
+PROJECT_IMAGE := $(if $(REGISTRY),$(REGISTRY)/)movierec:$(IMAGE_TAG)
+# The model the Bento packages (the service's Settings.bento_model_tag).
+BENTO_MODEL_TAG := $(or $(MOVIEREC_BENTO_MODEL_TAG),movie-recommender:latest)
+
+.PHONY: help uv venv frontend demo test lint bench stack stack-down image image-bento image-project base-image
 
 help:
 	@echo "make demo   set up, run data + training on the embedded MovieLens sample, serve on :3000"
@@ -22,6 +35,8 @@ help:
 	@echo "make bench  run the benchmarks under benchmarks/"
 	@echo "make stack  PostgreSQL + MLflow + Prefect servers on loopback, flows run against them"
 	@echo "make stack-down  stop that stack"
+	@echo "make image  build the Bento and project images (BASE_IMAGE=..., REGISTRY=..., IMAGE_TAG=...)"
+	@echo "make base-image  build $(LOCAL_BASE_IMAGE) from Debian packages (root, debootstrap)"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -61,3 +76,23 @@ stack: venv
 
 stack-down: venv
 	$(UV) run python deployments/local_stack.py down
+
+image: image-bento image-project
+	@docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' $(BENTO_IMAGE)
+	@docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' $(PROJECT_IMAGE)
+
+# bentoml containerize runs from the temporary directory because BentoML 1.4.40 refuses a
+# dockerfile_template outside its working directory, and it copies the Bento to a temporary one.
+image-bento: venv frontend
+	@$(UV) run bentoml models get $(BENTO_MODEL_TAG) >/dev/null 2>&1 || { echo "no model \
+	  $(BENTO_MODEL_TAG) in $(BENTOML_HOME): run 'make demo' or 'uv run movierec train' first"; exit 1; }
+	tag=$$($(UV) run bentoml build --output tag | sed -n 's/^__tag__://p') && test -n "$$tag" \
+	  && cd "$${TMPDIR:-/tmp}" && $(UV) run --project "$(CURDIR)" bentoml containerize "$$tag" \
+	    --image-tag $(BENTO_IMAGE) --build-arg BASE_IMAGE=$(BASE_IMAGE)
+
+image-project:
+	DOCKER_BUILDKIT=1 docker build --file k8s/images/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  --tag $(PROJECT_IMAGE) .
+
+base-image:
+	deployments/base_image.sh $(LOCAL_BASE_IMAGE)

@@ -2,8 +2,8 @@
 
 Precedence, highest first: keyword arguments, ``MOVIEREC_*`` environment variables (plus the
 few well-known names such as ``TMDB_API_KEY`` and ``MLFLOW_TRACKING_URI``), the ``settings:``
-section of ``deployments/<env>.yaml``, then the defaults below. Nothing happens at import time:
-call :func:`get_settings` (or build :class:`Settings`) when you need the values.
+section of ``k8s/overlays/<env>/<env>.yaml``, then the defaults below. Nothing happens at import
+time: call :func:`get_settings` (or build :class:`Settings`) when you need the values.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from recommender.modeling.protocol import DEFAULT_PROTOCOL, EvaluationProtocol, 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_MOVIELENS = PROJECT_ROOT / "data" / "movielens" / "ml-latest-small"
-DEPLOYMENTS_DIR = PROJECT_ROOT / "deployments"
+OVERLAYS_DIR = PROJECT_ROOT / "k8s" / "overlays"
 ENVIRONMENTS = ("dev", "staging", "prod")
 REGISTERED_MODEL_NAME = "movie-recommender"
 """The MLflow registered model and the BentoML model (and Bento) that serve it share this name."""
@@ -33,11 +33,11 @@ Environment = Literal["dev", "staging", "prod"]
 
 
 class SettingsError(ValueError):
-    """The configuration (environment variables or ``deployments/<env>.yaml``) is invalid."""
+    """The configuration (environment variables or ``k8s/overlays/<env>/<env>.yaml``) is invalid."""
 
 
 class Settings(BaseSettings):
-    """Typed configuration, read from the environment and ``deployments/<env>.yaml``."""
+    """Typed configuration, read from the environment and ``k8s/overlays/<env>/<env>.yaml``."""
 
     model_config = SettingsConfigDict(
         env_prefix="MOVIEREC_",
@@ -328,11 +328,10 @@ class Settings(BaseSettings):
         if env not in ENVIRONMENTS:
             raise SettingsError(
                 f"MOVIEREC_ENV={env!r} is not one of {', '.join(ENVIRONMENTS)}; "
-                "set it to the environment whose deployments/<env>.yaml to use"
+                "set it to the environment whose k8s/overlays/<env>/<env>.yaml to use"
             )
-        yaml_file = (
-            Path(os.environ.get("MOVIEREC_DEPLOYMENTS_DIR", DEPLOYMENTS_DIR)) / f"{env}.yaml"
-        )
+        mounted = os.environ.get("MOVIEREC_DEPLOYMENTS_DIR")
+        yaml_file = Path(mounted) / f"{env}.yaml" if mounted else environment_file(env)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if yaml_file.is_file():
             sources.append(
@@ -341,6 +340,12 @@ class Settings(BaseSettings):
                 )
             )
         return tuple(sources)
+
+
+def environment_file(env: str) -> Path:
+    """The settings file of environment ``env``: its Kubernetes overlay owns it (and makes the
+    ConfigMap mounted where ``MOVIEREC_DEPLOYMENTS_DIR`` points from it)."""
+    return OVERLAYS_DIR / env / f"{env}.yaml"
 
 
 def get_settings(**overrides: object) -> Settings:
@@ -356,7 +361,7 @@ def get_settings(**overrides: object) -> Settings:
         )
         raise SettingsError(
             f"invalid configuration ({problems}); check the MOVIEREC_* environment variables "
-            f"and deployments/{os.environ.get('MOVIEREC_ENV', 'dev')}.yaml"
+            "and k8s/overlays/<env>/<env>.yaml (MOVIEREC_ENV selects <env>)"
         ) from exc
 
 

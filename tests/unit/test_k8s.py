@@ -1,12 +1,14 @@
 """Offline validation of k8s/: render every overlay, validate it, check the policies on the render.
 
-Each overlay is rendered with ``kubectl kustomize`` in a copy of ``k8s/`` and ``deployments/``
-(with a throwaway ``secrets.env`` made from the overlay's ``secrets.env.example``: the real one
-is git-ignored and never read here). The flow-run Jobs that the Prefect worker would create for
-prefect.yaml's Kubernetes deployments are rendered too, by prefect-kubernetes itself from the
-work pool's base job template. Every object is validated in strict mode against the Kubernetes
-API schemas of :data:`KUBERNETES_VERSION` (kubernetes-validate), then the policies below are
-checked on what was rendered, and the render is compared with ``deployments/<env>.yaml``.
+Each overlay is rendered as users apply it, with plain ``kubectl kustomize`` (no flags), in a
+copy of ``k8s/`` (with a throwaway ``secrets.env`` made from the overlay's
+``secrets.env.example``: the real one is git-ignored and never read here). The flow-run Jobs
+that the Prefect worker would create for prefect.yaml's Kubernetes deployments are rendered
+too, by prefect-kubernetes itself from the work pool's base job template. Every object is
+validated in strict mode against the Kubernetes API schemas of :data:`KUBERNETES_VERSION`
+(kubernetes-validate), then the policies below are checked on what was rendered, and the
+render is compared with the overlay's ``<env>.yaml`` (the environment's settings file, which
+``recommender.settings`` reads too).
 
 Locally the module skips when kubectl, kubernetes-validate or prefect-kubernetes is missing;
 with ``CI=true`` it fails instead.
@@ -21,7 +23,6 @@ import importlib.util
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import uuid
@@ -34,7 +35,8 @@ import pytest
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from recommender.settings import ENVIRONMENTS, Settings
+from recommender.settings import ENVIRONMENTS, Settings, environment_file
+from tests.kustomize import copy_tree, render_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -69,7 +71,7 @@ def _need(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
-# --- deployments/<env>.yaml: the `kubernetes:` section, strictly -------------------------------
+# --- k8s/overlays/<env>/<env>.yaml: the `kubernetes:` section, strictly ---------------------
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -101,14 +103,14 @@ class KubernetesSection(_Strict):
     mlflow_artifacts: MlflowArtifacts
 
 
-# The top-level sections of deployments/<env>.yaml and the test that holds each reader to it:
-# `settings` (recommender.settings.Settings, validated here), `kubernetes` (this module) and
+# The top-level sections of an environment's settings file and the test that holds each reader
+# to it: `settings` (recommender.settings.Settings, validated here), `kubernetes` (this module) and
 # `prefect` (tests/unit/test_prefect_yaml.py, which validates it as strictly).
 DEPLOYMENT_SECTIONS = {"settings", "prefect", "kubernetes"}
 
 
 def _deployments(env: str) -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "deployments" / f"{env}.yaml").read_text())
+    return yaml.safe_load(environment_file(env).read_text())
 
 
 def _kubernetes_section(env: str) -> KubernetesSection:
@@ -181,15 +183,6 @@ def _flow_run_job(template: dict[str, Any], job_variables: dict[str, Any]) -> di
     return job
 
 
-def _throwaway_secrets(example: Path) -> str:
-    lines = []
-    for line in example.read_text().splitlines():
-        key, sep, _ = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            lines.append(f"{key}={secrets.token_hex(16)}")
-    return "\n".join(lines) + "\n"
-
-
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Render]:
     kubectl = shutil.which("kubectl")
@@ -202,26 +195,14 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Render]:
         _need(found, f"{package} (a dev dependency of the project)")
     assert kubectl is not None
 
-    tree = tmp_path_factory.mktemp("tree")
-    shutil.copytree(K8S, tree / "k8s", ignore=shutil.ignore_patterns("secrets.env"))
-    shutil.copytree(ROOT / "deployments", tree / "deployments")
+    tree = copy_tree(tmp_path_factory.mktemp("tree"))
     template = json.loads(JOB_TEMPLATE.read_text())
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
 
     result = {}
     for env in ENVIRONMENTS:
-        overlay = tree / "k8s" / "overlays" / env
-        (overlay / "secrets.env").write_text(_throwaway_secrets(overlay / "secrets.env.example"))
-        # The overlays read deployments/<env>.yaml, outside their own directory.
-        run = subprocess.run(
-            [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert run.returncode == 0, f"kubectl kustomize k8s/overlays/{env} failed:\n{run.stderr}"
-        objects = [obj for obj in yaml.safe_load_all(run.stdout) if obj]
+        output = render_overlay(kubectl, tree / "overlays" / env)
+        objects = [obj for obj in yaml.safe_load_all(output) if obj]
         pool = _deployments(env)["prefect"]["work_pool"]
         flow_jobs = {
             d["name"]: _flow_run_job(template, d["work_pool"].get("job_variables", {}))
@@ -602,6 +583,36 @@ def test_settings_files_hold_only_sections_with_a_reader(render: Render) -> None
     _kubernetes_section(render.env)
 
 
+def test_pods_mount_the_settings_file_the_flows_read(render: Render) -> None:
+    """One source of truth: the settings every pod mounts (the Bento's and the flow-run Jobs')
+    are the environment's settings file byte for byte, as recommender.settings reads it."""
+    source = environment_file(render.env).read_text()
+    mounted = {}
+    for label, pod_spec, container in render.containers():
+        files = _settings_files(render, pod_spec, container)
+        if files is not None:
+            mounted[label] = files
+    assert "Deployment/bento container bento" in mounted
+    assert len(mounted) == 1 + len(render.flow_jobs)
+    for label, files in mounted.items():
+        assert files == {f"{render.env}.yaml": source}, label
+
+
+def test_the_flows_read_the_settings_file_of_their_overlay(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Outside a pod (no MOVIEREC_DEPLOYMENTS_DIR), Settings reads k8s/overlays/<env>/<env>.yaml."""
+    for name in _settings_env_names():
+        monkeypatch.delenv(name, raising=False)
+    for env in ENVIRONMENTS:
+        monkeypatch.setenv("MOVIEREC_ENV", env)
+        values = _deployments(env)["settings"]
+        read = Settings()
+        monkeypatch.setenv("MOVIEREC_DEPLOYMENTS_DIR", str(tmp_path))  # holds no settings file
+        assert read == Settings(**values), env
+        monkeypatch.delenv("MOVIEREC_DEPLOYMENTS_DIR")
+
+
 def test_movierec_pods_read_their_environment_and_write_to_the_data_volume(
     render: Render, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -622,7 +633,7 @@ def test_movierec_pods_read_their_environment_and_write_to_the_data_volume(
         with monkeypatch.context() as patch:
             settings = _effective_settings(files, env, directory, patch)
         assert settings.env == render.env, label
-        # Nothing the environment overrides is set in deployments/<env>.yaml: it would be dead.
+        # Nothing the environment overrides is set in the settings file: it would be dead.
         yaml_settings = yaml.safe_load(files[f"{render.env}.yaml"])["settings"]
         # (MOVIEREC_ENV picks the file, whose `env` says the same, as checked above.)
         shadowed = {
@@ -648,7 +659,7 @@ def test_movierec_pods_read_their_environment_and_write_to_the_data_volume(
     assert len(checked) == 1 + len(render.flow_jobs)
 
 
-# --- the render against deployments/<env>.yaml -------------------------------------------------
+# --- the render against the overlay's <env>.yaml -------------------------------------------------
 def test_namespace(render: Render) -> None:
     namespace = _kubernetes_section(render.env).namespace
     assert [n["metadata"]["name"] for n in render.all("Namespace")] == [namespace]
@@ -713,7 +724,7 @@ def test_mlflow_artifact_store(render: Render) -> None:
             for mount, volume in _mounts(spec, container)
         }
         assert mounts[artifacts.destination] == "mlflow-artifacts"
-    # Clients call it by its service name (deployments/<env>.yaml's mlflow_tracking_uri).
+    # Clients call it by its service name (the settings file's mlflow_tracking_uri).
     allowed = next(a for a in container["args"] if a.startswith("--allowed-hosts="))
     assert {"mlflow", "mlflow:*"} <= set(allowed.removeprefix("--allowed-hosts=").split(","))
     assert {"--workers=1"} <= set(container["args"])

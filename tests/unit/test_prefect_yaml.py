@@ -1,10 +1,11 @@
-"""prefect.yaml: parses as `prefect deploy` reads it, and agrees with deployments/<env>.yaml.
+"""prefect.yaml: parses as `prefect deploy` reads it, and agrees with the settings files.
 
 Each environment has the three deployments (data daily, training weekly, batch predictions daily
 after both), every entrypoint imports and names the flow its deployment is named after, the
-schedules are valid cron and equal to the `prefect:` section of deployments/<env>.yaml, which is
-validated strictly here (a misspelt key fails). `prefect deploy --all` against a real server is
-in docs/deploy.md; the Jobs the Kubernetes deployments become are checked in test_k8s.py.
+schedules are valid cron and equal to the `prefect:` section of k8s/overlays/<env>/<env>.yaml,
+which is validated strictly here (a misspelt key fails). `prefect deploy --all` against a real
+server is in docs/deploy.md; the Jobs the Kubernetes deployments become are checked in
+test_k8s.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from recommender.settings import ENVIRONMENTS
+from recommender.settings import ENVIRONMENTS, environment_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ class Schedule(BaseModel):
 
 
 class PrefectSection(BaseModel):
-    """The `prefect:` section of deployments/<env>.yaml; a misspelt key is an error."""
+    """The `prefect:` section of the environment's settings file; a misspelt key is an error."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,7 +56,7 @@ def prefect_yaml() -> dict[str, Any]:
 
 
 def _section(env: str) -> PrefectSection:
-    document = yaml.safe_load((ROOT / "deployments" / f"{env}.yaml").read_text())
+    document = yaml.safe_load(environment_file(env).read_text())
     return PrefectSection.model_validate(document["prefect"])
 
 
