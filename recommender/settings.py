@@ -134,6 +134,26 @@ class Settings(BaseSettings):
         "training run once it is this old (on this host: as soon as its process is gone).",
     )
 
+    # --- Monitoring (flows/monitoring.py, recommender/monitoring/) -----------------------------
+    monitoring_experiment: str = Field(
+        default="monitoring", description="The MLflow experiment of the monitoring runs."
+    )
+    drift_psi_threshold: float = Field(
+        default=0.2, gt=0, description="A feature drifts when its PSI reaches this."
+    )
+    retrain_feedback_interactions: int = Field(
+        default=1000,
+        ge=1,
+        description="Ask for retraining once this many feedback interactions are newer than "
+        "the champion's training data.",
+    )
+    retrain_cooldown_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="A retraining event is emitted at most once per this many hours.",
+    )
+    # ---------------------------------------------------------------------------------------------
+
     # --- Prefect task runner (flows/task_runners.py) ---------------------------------------------
     task_runner: Literal["thread", "dask"] = Field(
         default="thread",
@@ -314,6 +334,11 @@ class Settings(BaseSettings):
     def monitoring_dir(self) -> Path:
         """Monitoring reports, one directory per run."""
         return self.data_dir / "monitoring"
+
+    @property
+    def monitoring_events_state(self) -> Path:
+        """When the monitoring flow last emitted each retraining event (the cooldown's memory)."""
+        return self.monitoring_dir / "events.json"
 
     @classmethod
     def settings_customise_sources(
