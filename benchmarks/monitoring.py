@@ -112,8 +112,8 @@ def timed(label: str, work):  # noqa: ANN001, ANN201
     start = time.perf_counter()
     result = work()
     seconds = time.perf_counter() - start
-    verdict = "ok" if seconds <= TARGET_SECONDS else f"over the {TARGET_SECONDS:.0f} s target"
-    print(f"{label}: {seconds:.2f} s ({verdict})")
+    verdict = "PASS" if seconds <= TARGET_SECONDS else "FAIL"
+    print(f"{label}: {seconds:.2f} s (target <= {TARGET_SECONDS:.0f} s: {verdict})")
     return result
 
 

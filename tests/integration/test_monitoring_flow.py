@@ -8,11 +8,10 @@ import shutil
 import time
 from pathlib import Path
 
-import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recommender.settings import EMBEDDED_MOVIELENS
+from tests.datasets import generous_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,17 +23,6 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MOVIEREC_RETRAIN_FEEDBACK_INTERACTIONS", "1000000")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path / "data"
-
-
-def _generous_copy(target: Path) -> Path:
-    """The embedded dataset with every rating 5 stars: the rating distribution drifts."""
-    target.mkdir()
-    for name in ("movies.csv", "links.csv"):
-        shutil.copy(EMBEDDED_MOVIELENS / name, target / name)
-    pl.read_csv(EMBEDDED_MOVIELENS / "ratings.csv").with_columns(rating=pl.lit(5.0)).write_csv(
-        target / "ratings.csv"
-    )
-    return target
 
 
 def _drift_events(since: float) -> list[object]:
@@ -75,7 +63,7 @@ def test_drift_is_reported_logged_and_emitted_once_per_cooldown(
     assert "previous" not in quiet["recommendations"]
 
     started = time.time()
-    data_pipeline(ratings=str(_generous_copy(tmp_path / "generous")), crawl=False)
+    data_pipeline(ratings=str(generous_copy(tmp_path / "generous")), crawl=False)
     # An older version's lists, as if v0 had been champion before.
     (data_dir / "predictions" / "0").mkdir()
     shutil.copy(
