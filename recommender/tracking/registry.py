@@ -224,10 +224,10 @@ def champion_lineage(client: MlflowClient, name: str) -> dict[str, str]:
 
 
 def _champion_version(client: MlflowClient, name: str) -> ModelVersion:
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as exc:
+    version = champion_version(client, name)
+    if version is None:
         raise NoChampionError(
             f"registered model {name!r} has no {CHAMPION!r} version at {client.tracking_uri}; "
             "run the training flow (movierec train) first"
-        ) from exc
+        )
+    return version
