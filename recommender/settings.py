@@ -202,6 +202,17 @@ class Settings(BaseSettings):
         description="Reverse proxies in front of the service that append to X-Forwarded-For "
         "(1 behind the Kubernetes Ingress); 0 identifies a client by its peer address.",
     )
+    log_impressions: bool = Field(
+        default=True,
+        description="Append every recommendation answer to the impression log (raw/impressions).",
+    )
+    impression_flush_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        le=60,
+        description="The longest an impression waits in memory for its batch to be written "
+        "(what a kill -9 of a worker can lose).",
+    )
     serve_header_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
@@ -265,6 +276,11 @@ class Settings(BaseSettings):
     def feedback_log(self) -> Path:
         """The feedback event log the service appends to and the data flow reads."""
         return self.raw_dir / "feedback" / "events.jsonl"
+
+    @property
+    def impression_log(self) -> Path:
+        """The impression log the service appends to and the monitoring flow reads."""
+        return self.raw_dir / "impressions" / "impressions.jsonl"
 
     @property
     def processed_dir(self) -> Path:
