@@ -1,6 +1,7 @@
-"""The monitoring flow: data drift against the champion's training features, beyond-accuracy
-quality of the champion's lists against the previous champion's, and the retraining events
-that follow (``movierec.drift.detected``, ``movierec.feedback.accumulated``)."""
+"""The monitoring flow: online quality per model version (impressions and the feedback that
+names them), data drift against the champion's training features, beyond-accuracy quality of
+the champion's lists against the previous champion's, and the retraining events that follow
+(``movierec.drift.detected``, ``movierec.feedback.accumulated``)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def monitoring_flow(k: int | None = None) -> dict[str, Any]:
             monitoring.overlap(champion_file, older_file),
         )
 
+    online = monitoring.measure_online(settings.impression_log, settings.feedback_log)
     created = datetime.now().astimezone()
     monitoring_report = report.build_report(
         registered_model=name,
@@ -56,6 +58,7 @@ def monitoring_flow(k: int | None = None) -> dict[str, Any]:
         current_interactions=current["interactions"],
         lists=lists,
         previous=previous,
+        online=online,
         created_at=created.isoformat(),
     )
     thresholds = report.Thresholds(

@@ -13,10 +13,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from recommender.data import storage
+from recommender.data import feedback, storage
 from recommender.features import build as features
 from recommender.features.store import FeatureStore
-from recommender.monitoring import beyond_accuracy, drift, report
+from recommender.monitoring import beyond_accuracy, drift, online, report
+from recommender.serving.impressions import read_impressions
 from recommender.tracking import registry, runs
 
 TRACKING_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [5, 15]}
@@ -71,6 +72,15 @@ def overlap(champion_file: Path, previous_file: Path) -> float:
 
 def _length(predictions: pl.DataFrame) -> int:
     return int(predictions.get_column("rank").max() or 1)  # type: ignore[arg-type]
+
+
+@task(cache_policy=NO_CACHE)
+def measure_online(impression_log: Path, feedback_log: Path) -> dict[str, Any]:
+    """Online quality per model version and endpoint, from the impressions and the feedback
+    that names them."""
+    return online.online_quality(
+        read_impressions(impression_log), feedback.read_events(feedback_log).events
+    )
 
 
 @task(cache_policy=NO_CACHE)

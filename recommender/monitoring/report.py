@@ -124,6 +124,12 @@ def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     overlap = report["recommendations"].get("overlap_at_k")
     if overlap is not None:
         metrics["overlap_at_k"] = float(overlap)
+    for group in report["online"]["groups"]:
+        prefix = f"online.v{group['model_version']}.{group['endpoint']}"
+        for name in ("impressions", "click_rate", "like_rate", "positive_rate_per_user"):
+            metrics[f"{prefix}.{name}"] = float(group[name])
+    for name in ("without_impression", "unknown_impression_or_movie"):
+        metrics[f"online.feedback_{name}"] = float(report["online"][name])
     return metrics
 
 
@@ -144,6 +150,19 @@ def markdown_summary(report: Mapping[str, Any]) -> str:
         f"{drift['new_entities']['new_movie_share']:.1%}; "
         f"new feedback interactions {report['feedback']['interactions']:,}",
     ]
+    for group in report["online"]["groups"]:
+        low, high = group["click_rate_ci"]
+        lines.append(
+            f"- online v{group['model_version']} {group['endpoint']}: "
+            f"{group['impressions']:,} impressions, click rate {group['click_rate']:.1%} "
+            f"({low:.1%}-{high:.1%}), like rate {group['like_rate']:.1%}"
+        )
+    online = report["online"]
+    if online["without_impression"] or online["unknown_impression_or_movie"]:
+        lines.append(
+            f"- feedback not tied to a shown movie: {online['without_impression']:,} without "
+            f"an impression, {online['unknown_impression_or_movie']:,} naming an unknown one"
+        )
     recs = report["recommendations"]
     if recs.get("champion"):
         c = recs["champion"]
@@ -200,6 +219,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     )
     header = "".join(f"<th>{name}</th>" for name in ("column", "PSI", "test", "p-value", "drifted"))
     figures = [_drift_figure(report), _rating_figure(report)]
+    if report["online"]["groups"]:
+        figures.insert(0, _online_figure(report))
     if report["recommendations"].get("champion"):
         figures.append(_quality_figure(report))
     images = "\n".join(
@@ -246,6 +267,27 @@ def _drift_figure(report: Mapping[str, Any]) -> tuple[str, Figure]:
     ax.legend(loc="lower right")
     fig.tight_layout()
     return "PSI per feature", fig
+
+
+def _online_figure(report: Mapping[str, Any]) -> tuple[str, Figure]:
+    groups = report["online"]["groups"]
+    fig = Figure(figsize=(9, 0.4 * len(groups) + 1.5))
+    ax = fig.subplots()
+    labels = [f"v{g['model_version']} {g['endpoint']} (n={g['impressions']})" for g in groups]
+    for offset, rate in ((-0.2, "click_rate"), (0.2, "like_rate")):
+        values = [g[rate] for g in groups]
+        errors = [
+            [v - g[f"{rate}_ci"][0] for v, g in zip(values, groups, strict=True)],
+            [g[f"{rate}_ci"][1] - v for v, g in zip(values, groups, strict=True)],
+        ]
+        positions = [i + offset for i in range(len(groups))]
+        ax.barh(positions, values, height=0.4, xerr=errors, capsize=3, label=rate.replace("_", " "))
+    ax.set_yticks(range(len(groups)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of impressions (95 % Wilson interval)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return "online click and like rates per model version", fig
 
 
 def _rating_figure(report: Mapping[str, Any]) -> tuple[str, Figure]:
@@ -306,6 +348,7 @@ def build_report(
     current_interactions: pl.DataFrame,
     lists: ListQuality | None,
     previous: tuple[str, ListQuality, float] | None,
+    online: Mapping[str, Any],
     created_at: str,
 ) -> dict[str, Any]:
     """The report as JSON-ready data (``events`` is filled in by :func:`retraining_events`).
@@ -315,6 +358,7 @@ def build_report(
         lists: The quality of the champion's batch predictions, when there are any.
         previous: The previous champion's version, the quality of its lists and the overlap@k
             of the two versions' lists.
+        online: :func:`recommender.monitoring.online.online_quality` of the served answers.
     """
     recommendations: dict[str, Any] = {"champion": lists.to_dict() if lists else None}
     if previous is not None:
@@ -329,6 +373,7 @@ def build_report(
         "rating_distribution": rating_distribution(reference_interactions, current_interactions),
         "feedback": new_feedback(reference_interactions, current_interactions),
         "recommendations": recommendations,
+        "online": dict(online),
         "events": [],
     }
 
