@@ -4,8 +4,8 @@ Each environment has the four deployments (data daily, training weekly and on th
 flow's retraining events, batch predictions daily after both, monitoring hourly); every
 entrypoint imports and names the flow its deployment is named after; the schedules are valid
 cron and equal to the `prefect:` section of k8s/overlays/<env>/<env>.yaml, which is validated
-strictly here (a misspelt key fails). `prefect deploy --all` against a real server is in docs/deploy.md;
-the Jobs the Kubernetes deployments become are checked in test_k8s.py.
+strictly here (a misspelt key fails). `prefect deploy --all` against a real server is in
+docs/deploy.md; the Jobs the Kubernetes deployments become are checked in test_k8s.py.
 """
 
 from __future__ import annotations
