@@ -398,6 +398,10 @@ def server_env(server: Server, stack: Stack, port: int, pg_port: int) -> dict[st
         "PREFECT_API_URL": f"{base_url(port)}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_DATABASE_CONNECTION_URL": db_url(pg_port, "prefect", driver="asyncpg"),
+        # Prefect's defaults (5 s to connect, 10 s a statement) are for a server of its own; on
+        # a busy two-core laptop its start-up (migrations) timed out now and then.
+        "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
     }
 
 
