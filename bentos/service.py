@@ -35,6 +35,7 @@ from bentos.asgi import (
 )
 from bentos.metrics import HTTPMetrics, metrics_app
 from bentos.protocol import use_header_timeout
+from recommender.data.logs import AppendLog
 from recommender.serving.api import (
     ExplainRequest,
     ExplainResponse,
@@ -49,28 +50,37 @@ from recommender.serving.api import (
     SimilarRequest,
 )
 from recommender.serving.bundle import model_version
+from recommender.serving.impressions import ImpressionWriter
 from recommender.settings import get_settings
 
 _SETTINGS = get_settings()
 _LOG = logging.getLogger(__name__)
 
-_SERVED = Counter(
-    "movierec_recommendations_served", "Recommendation lists served, by endpoint", ["endpoint"]
+# Labels from fixed sets only: the served model's version (one per worker), the endpoints,
+# the five event types.
+_IMPRESSIONS = Counter(
+    "movierec_impressions",
+    "Recommendation answers served (each one an impression), by model version and endpoint",
+    ["model_version", "endpoint"],
 )
 _FALLBACKS = Counter(
     "movierec_recommendation_fallbacks",
-    "Recommendation lists where popular movies stood in for the model, by endpoint",
-    ["endpoint"],
+    "Recommendation answers where popular movies stood in for the model, by model version and "
+    "endpoint",
+    ["model_version", "endpoint"],
 )
 _FEEDBACK = Counter(
-    "movierec_feedback_events", "Feedback events appended to the log, by event", ["event"]
+    "movierec_feedback_events",
+    "Feedback events appended to the log, by the served model version and event",
+    ["model_version", "event"],
 )
+_ENDPOINTS = ("recommend", "recommend_for_liked", "similar", "popular")
 
 
 def _count(endpoint: str, response: RecommendationsResponse) -> RecommendationsResponse:
-    _SERVED.labels(endpoint).inc()
+    _IMPRESSIONS.labels(response.model_version, endpoint).inc()
     if response.fallback:
-        _FALLBACKS.labels(endpoint).inc()
+        _FALLBACKS.labels(response.model_version, endpoint).inc()
     return response
 
 
@@ -92,10 +102,15 @@ class MovieRecommender:
 
     def __init__(self) -> None:
         logging.getLogger("bentoml._internal.server.http_app").addFilter(DropClientErrors())
-        for endpoint in ("recommend", "recommend_for_liked", "similar", "popular"):
-            _SERVED.labels(endpoint)  # export zeros, so that rates exist from the start
-            _FALLBACKS.labels(endpoint)
         self._api: RecommenderAPI | None = None
+        self._impressions = (
+            ImpressionWriter(
+                AppendLog(_SETTINGS.impression_log, max_bytes=_SETTINGS.feedback_log_max_bytes),
+                flush_seconds=_SETTINGS.impression_flush_seconds,
+            )
+            if _SETTINGS.log_impressions
+            else None
+        )
         # uvicorn answers nothing, not even the probes, until __init__ returns, and loading a
         # model takes seconds (minutes for a large one): load it meanwhile, /readyz says when.
         threading.Thread(target=self._load, name="load-model", daemon=True).start()
@@ -109,6 +124,7 @@ class MovieRecommender:
                 image_base_url=_SETTINGS.tmdb_image_base_url,
                 feedback_log=_SETTINGS.feedback_log,
                 feedback_log_max_bytes=_SETTINGS.feedback_log_max_bytes,
+                impressions=self._impressions.record if self._impressions else None,
             )
         except Exception:
             # As when __init__ fails: the worker exits (uvicorn's start-up failure status) and
@@ -119,7 +135,16 @@ class MovieRecommender:
         # collector's full passes (they took ~70 ms with ~130k tracked objects).
         gc.collect()
         gc.freeze()
+        for endpoint in _ENDPOINTS:  # export zeros, so that rates exist from the start
+            _IMPRESSIONS.labels(api.model_version, endpoint)
+            _FALLBACKS.labels(api.model_version, endpoint)
         self._api = api
+
+    @bentoml.on_shutdown
+    def _flush_impressions(self) -> None:
+        """Write the impressions still queued before the worker exits."""
+        if self._impressions is not None:
+            self._impressions.close()
 
     async def __is_ready__(self) -> bool:
         """Whether the model is loaded (BentoML's ``/readyz`` answers 503 until then)."""
@@ -175,8 +200,9 @@ class MovieRecommender:
     @json_errors
     async def feedback(self, request: Feedback, /) -> Feedback:
         """Record a user's view, click, like, dislike or rating (0.5-5) of a movie."""
-        event = await anyio.to_thread.run_sync(self.api.feedback, request)
-        _FEEDBACK.labels(event.event).inc()
+        api = self.api
+        event = await anyio.to_thread.run_sync(api.feedback, request)
+        _FEEDBACK.labels(api.model_version, event.event).inc()
         return event
 
 

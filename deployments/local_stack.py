@@ -10,13 +10,17 @@ Everything lives under one folder (``.stack/`` at the repository root by default
     mlflow-artifacts/  what the MLflow server stores for its clients (--artifacts-destination)
     prefect/           PREFECT_HOME of the Prefect server and of the flows run against it
     data/              MOVIEREC_DATA_DIR of the flows
-    logs/              postgres.log, mlflow.log, prefect.log, flows.log
+    logs/              postgres.log, mlflow.log, prefect.log, worker.log, flows.log
     run/               one JSON file per server process: its pid and port
 
 PostgreSQL listens on 127.0.0.1 only, without a Unix socket, and trusts loopback connections
 (a developer stack: no password to keep anywhere). It refuses to run as root, so as root the
 cluster belongs to, and runs as, an unprivileged OS user (``postgres`` when it exists, else
 ``nobody``), which must be able to reach the stack folder.
+
+`up` also registers the dev deployments of prefect.yaml on the Prefect server and starts a worker
+of their process pool, so the flows run there as they do on a server: the hourly monitoring,
+and training when the monitoring flow emits a retraining event (prefect.yaml's triggers).
 
 Only the standard library and requests are used; the servers are the installed ``mlflow`` and
 ``prefect`` commands of this virtual environment.
@@ -45,7 +49,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = PROJECT_ROOT / ".stack"
 DB_USER = "movierec"
 DATABASES = ("mlflow", "prefect")
-DEFAULT_PORTS = {"postgres": 5432, "mlflow": 5000, "prefect": 4200}
+DEFAULT_PORTS = {"postgres": 5432, "mlflow": 5000, "prefect": 4200, "worker": 8080}
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT = 30.0
 
@@ -351,6 +355,8 @@ class Server:
 MLFLOW = Server("mlflow", "MLflow", "/health")
 PREFECT = Server("prefect", "Prefect", "/api/health")
 SERVERS = (MLFLOW, PREFECT)
+WORKER = Server("worker", "Prefect worker", "/health")
+WORK_POOL = "dev-process"
 
 
 def base_url(port: int) -> str:
@@ -392,23 +398,40 @@ def server_env(server: Server, stack: Stack, port: int, pg_port: int) -> dict[st
         "PREFECT_API_URL": f"{base_url(port)}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_DATABASE_CONNECTION_URL": db_url(pg_port, "prefect", driver="asyncpg"),
+        # Prefect's defaults (5 s to connect, 10 s a statement) are for a server of its own; on
+        # a busy two-core laptop its start-up (migrations) timed out now and then.
+        "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
     }
 
 
 def start_server(server: Server, stack: Stack, pg_port: int) -> dict[str, int]:
     """Start ``server`` detached (its own session, so `down` can stop its whole group)."""
     port = choose_port(server.name, stack.requested_port(server.name))
+    return spawn(
+        server,
+        stack,
+        port,
+        server_command(server, stack, port, pg_port),
+        server_env(server, stack, port, pg_port),
+    )
+
+
+def spawn(
+    server: Server, stack: Stack, port: int, command: list[str], env: dict[str, str]
+) -> dict[str, int]:
+    """Run ``command`` detached, logging to the server's log, and write its pid file."""
     log = server.log(stack)
     with log.open("a", encoding="utf-8") as out:
         out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting on port {port}\n")
         out.flush()
         process = subprocess.Popen(
-            server_command(server, stack, port, pg_port),
+            command,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=stack.root,
-            env=server_env(server, stack, port, pg_port),
+            env=env,
             start_new_session=True,
         )
     info = {"pid": process.pid, "port": port}
@@ -499,16 +522,73 @@ def run_flows(stack: Stack, ports: dict[str, int], *, crawl: bool) -> None:
         print(f"done in {time.monotonic() - started:.1f} s")
 
 
+# --- the dev deployments and their worker -------------------------------------------------------
+def prefect_command(stack: Stack, ports: dict[str, int], *args: str) -> None:
+    """Run a ``prefect`` CLI command against the stack's server (from the checkout)."""
+    log = stack.logs / "worker.log"
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} prefect {' '.join(args)}\n")
+        out.flush()
+        result = subprocess.run(
+            [cli("prefect"), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=flow_env(stack, ports),
+            check=False,
+        )
+    if result.returncode != 0:
+        raise StackError(
+            f"prefect {' '.join(args)} exited with {result.returncode}; last lines of "
+            f"{log}:\n{log_tail(log)}"
+        )
+
+
+def start_worker(stack: Stack, ports: dict[str, int], timeout: float) -> dict[str, int]:
+    """Register the dev deployments (prefect.yaml) and start a worker of their pool.
+
+    The worker runs each flow run in a subprocess with its own environment, which points the
+    flows at the stack's servers and data folder.
+    """
+    info = WORKER.running(stack)
+    if info is not None:
+        print(f"Prefect worker already running (pid {info['pid']})")
+        return info
+    prefect_command(
+        stack, ports, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"
+    )
+    prefect_command(stack, ports, "--no-prompt", "deploy", "--name", "*-dev")
+    port = choose_port(WORKER.name, 0)
+    env = {
+        **flow_env(stack, ports),
+        "PREFECT_WORKER_WEBSERVER_HOST": LOOPBACK,
+        "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+    }
+    command = [cli("prefect"), "worker", "start", "--pool", WORK_POOL, "--with-healthcheck"]
+    info = spawn(WORKER, stack, port, command, env)
+    wait_healthy(WORKER, stack, info, timeout)
+    print(f"Prefect worker of {WORK_POOL} started (pid {info['pid']}); dev deployments registered")
+    return info
+
+
 # --- the commands -----------------------------------------------------------------------------
-def up(stack: Stack, *, flows: bool = True, crawl: bool = True, timeout: float = 120.0) -> None:
-    """Start (or reuse) PostgreSQL, MLflow and Prefect, then run the flows against them."""
+def up(
+    stack: Stack,
+    *,
+    flows: bool = True,
+    crawl: bool = True,
+    worker: bool = True,
+    timeout: float = 120.0,
+) -> None:
+    """Start (or reuse) PostgreSQL, MLflow, Prefect and a worker, then run the flows."""
     for folder in (stack.root, stack.logs, stack.run, stack.artifacts, stack.prefect_home):
         folder.mkdir(parents=True, exist_ok=True)
     started_at = time.monotonic()
     pg_port, pg_started = start_postgres(stack, timeout)
     print(f"PostgreSQL {'started' if pg_started else 'already running'} on port {pg_port}")
     if pg_started:  # servers left from before talk to a cluster that is gone: restart them
-        for server in SERVERS:
+        for server in (WORKER, *SERVERS):
             stop_server(server, stack)
 
     ports = {"postgres": pg_port}
@@ -530,6 +610,8 @@ def up(stack: Stack, *, flows: bool = True, crawl: bool = True, timeout: float =
     for server, info in starting:
         wait_healthy(server, stack, info, timeout)
         print(f"{server.title} server started on port {info['port']} (pid {info['pid']})")
+    if worker:
+        start_worker(stack, ports, timeout)
     print(f"Stack ready in {time.monotonic() - started_at:.1f} s")
 
     if flows:
@@ -559,7 +641,7 @@ def status(stack: Stack) -> bool:
     pg_port = postgres_port(stack) if (stack.pgdata / "PG_VERSION").is_file() else None
     print(f"PostgreSQL   {'port ' + str(pg_port) if pg_port else 'not running'}")
     all_up &= pg_port is not None
-    for server in SERVERS:
+    for server in (*SERVERS, WORKER):
         info = server.running(stack)
         if info is None:
             print(f"{server.title:<12} not running")
@@ -575,8 +657,8 @@ def status(stack: Stack) -> bool:
 
 
 def down(stack: Stack) -> None:
-    """Stop the servers (by their pid files), then PostgreSQL."""
-    for server in SERVERS:
+    """Stop the worker and the servers (by their pid files), then PostgreSQL."""
+    for server in (WORKER, *SERVERS):
         stopped = stop_server(server, stack)
         print(f"{server.title} server {'stopped' if stopped else 'was not running'}")
     if (stack.pgdata / "PG_VERSION").is_file() and stop_postgres(stack):
@@ -603,6 +685,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument("--no-flows", action="store_true", help="up: only start the servers")
     parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="up: neither register the dev deployments nor start their worker",
+    )
+    parser.add_argument(
         "--no-crawl", action="store_true", help="up: skip the TMDB crawl in the data flow"
     )
     parser.add_argument(
@@ -619,7 +706,13 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(args.root.resolve(), args.pg_port, args.mlflow_port, args.prefect_port)
     try:
         if args.command == "up":
-            up(stack, flows=not args.no_flows, crawl=not args.no_crawl, timeout=args.timeout)
+            up(
+                stack,
+                flows=not args.no_flows,
+                crawl=not args.no_crawl,
+                worker=not args.no_worker,
+                timeout=args.timeout,
+            )
         elif args.command == "down":
             down(stack)
         else:

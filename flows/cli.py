@@ -108,6 +108,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from flows.monitoring import monitoring_flow
+
+    monitoring_flow(k=args.k)
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from recommender.modeling.evaluation import evaluate_ratings_source
     from recommender.modeling.protocol import EvaluationProtocol
@@ -154,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--k", type=_positive_int, help="per user (default: MOVIEREC_K)")
     predict.set_defaults(handler=_cmd_predict)
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="data and recommendation drift against the champion; emits retraining events",
+    )
+    monitor.add_argument(
+        "--k",
+        type=_positive_int,
+        help="list length of batch predictions made when the champion has none "
+        "(default: MOVIEREC_K)",
+    )
+    monitor.set_defaults(handler=_cmd_monitor)
 
     evaluate = commands.add_parser(
         "evaluate", help="score tuned ALS and the baselines on a MovieLens dataset"

@@ -16,5 +16,7 @@ export default defineConfig({
   test: {
     environment: 'jsdom',
     setupFiles: ['./src/test/setup.js'],
+    // Generous: on a loaded two-core machine a user-event test can take several seconds.
+    testTimeout: 20_000,
   },
 });

@@ -134,6 +134,26 @@ class Settings(BaseSettings):
         "training run once it is this old (on this host: as soon as its process is gone).",
     )
 
+    # --- Monitoring (flows/monitoring.py, recommender/monitoring/) -----------------------------
+    monitoring_experiment: str = Field(
+        default="monitoring", description="The MLflow experiment of the monitoring runs."
+    )
+    drift_psi_threshold: float = Field(
+        default=0.2, gt=0, description="A feature drifts when its PSI reaches this."
+    )
+    retrain_feedback_interactions: int = Field(
+        default=1000,
+        ge=1,
+        description="Ask for retraining once this many feedback interactions are newer than "
+        "the champion's training data.",
+    )
+    retrain_cooldown_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="A retraining event is emitted at most once per this many hours.",
+    )
+    # ---------------------------------------------------------------------------------------------
+
     # --- Prefect task runner (flows/task_runners.py) ---------------------------------------------
     task_runner: Literal["thread", "dask"] = Field(
         default="thread",
@@ -181,6 +201,17 @@ class Settings(BaseSettings):
         le=10,
         description="Reverse proxies in front of the service that append to X-Forwarded-For "
         "(1 behind the Kubernetes Ingress); 0 identifies a client by its peer address.",
+    )
+    log_impressions: bool = Field(
+        default=True,
+        description="Append every recommendation answer to the impression log (raw/impressions).",
+    )
+    impression_flush_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        le=60,
+        description="The longest an impression waits in memory for its batch to be written "
+        "(what a kill -9 of a worker can lose).",
     )
     serve_header_timeout_seconds: float = Field(
         default=10.0,
@@ -245,6 +276,11 @@ class Settings(BaseSettings):
     def feedback_log(self) -> Path:
         """The feedback event log the service appends to and the data flow reads."""
         return self.raw_dir / "feedback" / "events.jsonl"
+
+    @property
+    def impression_log(self) -> Path:
+        """The impression log the service appends to and the monitoring flow reads."""
+        return self.raw_dir / "impressions" / "impressions.jsonl"
 
     @property
     def processed_dir(self) -> Path:
@@ -314,6 +350,11 @@ class Settings(BaseSettings):
     def monitoring_dir(self) -> Path:
         """Monitoring reports, one directory per run."""
         return self.data_dir / "monitoring"
+
+    @property
+    def monitoring_events_state(self) -> Path:
+        """When the monitoring flow last emitted each retraining event (the cooldown's memory)."""
+        return self.monitoring_dir / "events.json"
 
     @classmethod
     def settings_customise_sources(

@@ -38,11 +38,15 @@ export default function App() {
     [ids(liked).join(), exclude.join()],
   );
 
-  // Feedback names the selected dataset user, else this session's anonymous visitor.
+  // Feedback names the selected dataset user, else this session's anonymous visitor, and the
+  // impression the movie was shown in.
   function record(movie, event) {
-    sendFeedback({ userId: userId ?? visitor, movieId: movie.movie_id, event }).catch((error) =>
-      setNotice(`Your ${event} was not recorded: ${error.message}`),
-    );
+    sendFeedback({
+      userId: userId ?? visitor,
+      movieId: movie.movie_id,
+      event,
+      impressionId: movie.impression_id,
+    }).catch((error) => setNotice(`Your ${event} was not recorded: ${error.message}`));
   }
 
   function open(movie) {

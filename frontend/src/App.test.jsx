@@ -8,9 +8,10 @@ import { movie } from './test/movies.js';
 const MOVIES = Array.from({ length: 30 }, (_, index) =>
   movie({ movie_id: index + 1, title: index === 0 ? 'Toy Story' : `Film ${index + 1}`, year: 1990 + (index % 20) }),
 );
-const ranked = (movies, fallback = false) => ({
+const ranked = (movies, fallback = false, impressionId = 'imp-0') => ({
   model_version: '4',
   fallback,
+  impression_id: impressionId,
   movies: movies.map((m) => ({ ...m, score: 1 })),
 });
 
@@ -19,9 +20,9 @@ let server;
 beforeEach(() => {
   window.sessionStorage.clear();
   server = fakeApi({
-    popular: ({ k }) => ranked(MOVIES.slice(0, k)),
+    popular: ({ k }) => ranked(MOVIES.slice(0, k), false, 'imp-popular'),
     recommend: ({ user_id: userId }) => (userId === 1 ? ranked(MOVIES.slice(20, 25)) : ranked(MOVIES.slice(0, 5), true)),
-    recommend_for_liked: () => ranked(MOVIES.slice(25, 28)),
+    recommend_for_liked: () => ranked(MOVIES.slice(25, 28), false, 'imp-liked'),
     movies: ({ query }) => {
       const items = MOVIES.filter((m) => m.title.toLowerCase().includes(query.toLowerCase()));
       return { items, total: items.length, page: 1, page_size: 20 };
@@ -58,7 +59,7 @@ describe('App', () => {
     expect(server.callsTo('recommend').map((body) => body.user_id)).toEqual([1, 999]);
   });
 
-  it('recommends from likes and posts every like and click as the session visitor', async () => {
+  it('recommends from likes and posts every like and click as the session visitor, with its impression', async () => {
     const user = userEvent.setup();
     render(<App />);
     await user.click(await screen.findByRole('button', { name: 'Like: Toy Story' }));
@@ -69,14 +70,18 @@ describe('App', () => {
 
     await user.click(screen.getByRole('button', { name: 'Film 3 (1992)' }));
     expect(await screen.findByRole('dialog', { name: 'Film 3' })).toBeInTheDocument();
+    await user.click(screen.getByRole('button', { name: 'Close' }));
+    await user.click(within(liked).getByRole('button', { name: 'Like: Film 27' }));
 
     const visitor = Number(window.sessionStorage.getItem('movierec.visitor'));
     expect(visitor).toBeGreaterThan(1_000_000_000);
     expect(server.callsTo('feedback')).toEqual([
-      { user_id: visitor, movie_id: 1, event: 'like' },
-      { user_id: visitor, movie_id: 2, event: 'like' },
-      { user_id: visitor, movie_id: 3, event: 'click' },
+      { user_id: visitor, movie_id: 1, event: 'like', impression_id: 'imp-popular' },
+      { user_id: visitor, movie_id: 2, event: 'like', impression_id: 'imp-popular' },
+      { user_id: visitor, movie_id: 3, event: 'click', impression_id: 'imp-popular' },
+      { user_id: visitor, movie_id: 27, event: 'like', impression_id: 'imp-liked' },
     ]);
+    expect(server.callsTo('recommend_for_liked').at(-1).session_id).toBe(String(visitor));
   });
 
   it('searches by title', async () => {

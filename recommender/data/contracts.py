@@ -63,6 +63,9 @@ RATINGS = pl.Schema(
 INTERACTIONS = pl.Schema({**RATINGS, "source": pl.String})
 """Training interactions: ratings and positive feedback events, ``source`` naming which."""
 
+IMPRESSION_ID_PATTERN = r"^[0-9a-f]{28}$"
+"""An impression id: 12 hex digits of milliseconds since the epoch, then 16 random ones."""
+
 FEEDBACK = pl.Schema(
     {
         "user_id": pl.Int64,
@@ -70,9 +73,11 @@ FEEDBACK = pl.Schema(
         "event": pl.String,
         "value": pl.Float64,
         "timestamp": pl.Float64,
+        "impression_id": pl.String,
     }
 )
-"""Feedback events as the service logs them."""
+"""Feedback events as the service logs them (``impression_id``: the answer the movie was
+shown in, when the client says)."""
 
 REJECTED_LINES = pl.Schema({"line": pl.Int64, "text": pl.String, "reason": pl.String})
 """Lines of a JSONL log that are not valid records (their 1-based number, text and reason)."""

@@ -39,6 +39,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recommender.data import contracts
+from recommender.data.contracts import IMPRESSION_ID_PATTERN
 from recommender.data.logs import AppendLog, read_log
 
 EventType = Literal["view", "click", "like", "dislike", "rating"]
@@ -60,7 +61,8 @@ class FeedbackEvent(BaseModel):
 
     Ids are strict positive integers (``true`` or ``"5"`` is refused). ``value`` is required
     for ``rating`` events; whenever given it must be in 0.5..5.0. ``timestamp`` (unix
-    seconds) defaults to now.
+    seconds) defaults to now. ``impression_id`` names the recommendation answer the movie was
+    shown in (:mod:`recommender.serving.impressions`), when the event answers one.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -70,6 +72,7 @@ class FeedbackEvent(BaseModel):
     event: EventType
     value: float | None = Field(default=None, ge=0.5, le=5.0)
     timestamp: float = Field(default_factory=time.time, ge=0, le=MAX_TIMESTAMP)
+    impression_id: str | None = Field(default=None, pattern=IMPRESSION_ID_PATTERN)
 
     @model_validator(mode="after")
     def _rating_has_value(self) -> FeedbackEvent:

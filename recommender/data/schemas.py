@@ -32,6 +32,7 @@ from pandera.errors import SchemaErrors
 from recommender.data import contracts
 
 EVENT_TYPES = ("view", "click", "like", "dislike", "rating")
+IMPRESSION_ID_PATTERN = contracts.IMPRESSION_ID_PATTERN
 INTERACTION_SOURCES = ("movielens", "feedback")
 MAX_REJECTED_FRACTION_ENV = "MOVIEREC_MAX_REJECTED_FRACTION"
 
@@ -192,6 +193,7 @@ FeedbackSchema = _model(
         "event": pa.Field(isin=EVENT_TYPES),
         "value": pa.Field(nullable=True, in_range=_RATING_RANGE),
         "timestamp": pa.Field(ge=0),
+        "impression_id": pa.Field(nullable=True, str_matches=IMPRESSION_ID_PATTERN),
     },
     checks={"rating_has_value": _rating_has_value},
     doc="Feedback events from the serving API's log.",

@@ -13,7 +13,7 @@ their pydantic models refuse them. What a served model directory holds is
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -30,6 +30,7 @@ from recommender.modeling.als import (
 )
 from recommender.serving.bundle import check_catalog_covers, read_bundle
 from recommender.serving.catalog import Catalog, Movie, MoviesPage
+from recommender.serving.impressions import impression_record, new_impression_id, user_key
 
 _Event = TypeVar("_Event", bound=FeedbackEvent)
 
@@ -75,7 +76,15 @@ class RecommendRequest(_Request):
     genres: list[Genre] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
 
 
-class RecommendForLikedRequest(_Request):
+SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+"""An anonymous visitor's session, for the impression log: 1-64 letters, digits, ``-``, ``_``."""
+
+
+class _AnonymousRequest(_Request):
+    session_id: SessionId | None = None
+
+
+class RecommendForLikedRequest(_AnonymousRequest):
     """Top-k for a visitor without history, from movies they like."""
 
     liked_movie_ids: list[PositiveId] = Field(min_length=1, max_length=MAX_IDS)
@@ -84,14 +93,14 @@ class RecommendForLikedRequest(_Request):
     genres: list[Genre] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
 
 
-class SimilarRequest(_Request):
+class SimilarRequest(_AnonymousRequest):
     """The k movies closest to ``movie_id``."""
 
     movie_id: PositiveId
     k: K = 10
 
 
-class PopularRequest(_Request):
+class PopularRequest(_AnonymousRequest):
     """The k most popular movies, optionally of one genre."""
 
     k: K = 10
@@ -152,9 +161,14 @@ class ScoredMovie(Movie):
 
 
 class RecommendationsResponse(BaseModel):
-    """A ranked list; ``fallback`` is true when popularity stood in for the model."""
+    """A ranked list; ``fallback`` is true when popularity stood in for the model.
+
+    ``impression_id`` names this answer in the impression log; feedback on one of its movies
+    sends it back.
+    """
 
     model_version: str
+    impression_id: str
     fallback: bool
     movies: list[ScoredMovie]
 
@@ -185,6 +199,8 @@ class RecommenderAPI:
         catalog: The catalog; it must hold every movie the model can recommend.
         model_version: What responses name as their model version.
         feedback_log: The JSON-lines event log feedback is appended to.
+        impressions: Where each recommendation answer's impression record goes (the service's
+            :class:`~recommender.serving.impressions.ImpressionWriter`); None logs nothing.
         feedback_log_max_bytes: The size past which that log rotates to a new segment.
 
     Raises:
@@ -199,6 +215,7 @@ class RecommenderAPI:
         model_version: str,
         feedback_log: Path,
         feedback_log_max_bytes: int = FEEDBACK_LOG_MAX_BYTES,
+        impressions: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         check_catalog_covers(model, catalog.movie_ids)
         self.model = model
@@ -206,6 +223,7 @@ class RecommenderAPI:
         self.model_version = model_version
         self.feedback_log = feedback_log
         self.feedback_log_max_bytes = feedback_log_max_bytes
+        self.impressions = impressions
 
     @classmethod
     def load(
@@ -216,6 +234,7 @@ class RecommenderAPI:
         image_base_url: str,
         feedback_log: Path,
         feedback_log_max_bytes: int = FEEDBACK_LOG_MAX_BYTES,
+        impressions: Callable[[dict[str, Any]], None] | None = None,
     ) -> RecommenderAPI:
         """Load a served model directory (:mod:`recommender.serving.bundle`)."""
         model, frame = read_bundle(directory)
@@ -226,6 +245,7 @@ class RecommenderAPI:
             model_version=model_version,
             feedback_log=feedback_log,
             feedback_log_max_bytes=feedback_log_max_bytes,
+            impressions=impressions,
         )
 
     def recommend(self, request: RecommendRequest) -> RecommendationsResponse:
@@ -237,7 +257,7 @@ class RecommenderAPI:
                 exclude=request.exclude_movie_ids,
                 genres=request.genres,
             )
-        return self._ranked(result)
+        return self._ranked(result, "recommend", user_key(request.user_id, None))
 
     def recommend_for_liked(self, request: RecommendForLikedRequest) -> RecommendationsResponse:
         """Top-k for a visitor from their liked movies (fold-in).
@@ -257,7 +277,7 @@ class RecommenderAPI:
                 exclude=request.exclude_movie_ids,
                 genres=request.genres,
             )
-        return self._ranked(result)
+        return self._ranked(result, "recommend_for_liked", user_key(None, request.session_id))
 
     def similar(self, request: SimilarRequest) -> RecommendationsResponse:
         """The k movies closest to ``movie_id``.
@@ -268,13 +288,13 @@ class RecommenderAPI:
         self._require_in_catalog([request.movie_id])
         with _model_errors():
             result = self.model.similar(request.movie_id, k=request.k)
-        return self._ranked(result)
+        return self._ranked(result, "similar", user_key(None, request.session_id))
 
     def popular(self, request: PopularRequest) -> RecommendationsResponse:
         """The k movies most users interacted with in training, optionally of one genre."""
         with _model_errors():
             result = self.model.popular(k=request.k, genre=request.genre)
-        return self._ranked(result)
+        return self._ranked(result, "popular", user_key(None, request.session_id))
 
     def movies(self, request: MoviesRequest) -> MoviesPage:
         """A page of the catalog, most popular first, filtered by title when asked."""
@@ -321,13 +341,28 @@ class RecommenderAPI:
                 unknown_movie_ids=unknown,
             )
 
-    def _ranked(self, result: Recommendations) -> RecommendationsResponse:
+    def _ranked(self, result: Recommendations, endpoint: str, user: str) -> RecommendationsResponse:
+        """The answer, with a new impression id; its impression record goes to the log."""
+        impression_id = new_impression_id()
+        items = result.items
+        if self.impressions is not None:
+            self.impressions(
+                impression_record(
+                    impression_id=impression_id,
+                    endpoint=endpoint,
+                    user=user,
+                    model_version=self.model_version,
+                    movie_ids=[movie_id for movie_id, _ in items],
+                    fallback=result.fallback,
+                )
+            )
         return RecommendationsResponse(
             model_version=self.model_version,
+            impression_id=impression_id,
             fallback=result.fallback,
             movies=[
                 ScoredMovie.model_construct(**dict(self.catalog[movie_id]), score=score)
-                for movie_id, score in result.items
+                for movie_id, score in items
             ],
         )
 

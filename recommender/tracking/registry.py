@@ -196,13 +196,7 @@ def load_champion(client: MlflowClient, name: str) -> Champion:
     Raises:
         NoChampionError: No version holds the alias (train a model first).
     """
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as exc:
-        raise NoChampionError(
-            f"registered model {name!r} has no {CHAMPION!r} version at {client.tracking_uri}; "
-            "run the training flow (movierec train) first"
-        ) from exc
+    version = _champion_version(client, name)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
     return Champion(
         registered_model=name,
@@ -210,3 +204,30 @@ def load_champion(client: MlflowClient, name: str) -> Champion:
         run_id=version.run_id or "",
         model=pyfunc.unwrap_python_model().model,
     )
+
+
+def champion_lineage(client: MlflowClient, name: str) -> dict[str, str]:
+    """The champion's ``version``, ``run_id`` and the ``feature_version`` it was trained on,
+    without loading the model.
+
+    Raises:
+        NoChampionError: No version holds the alias (train a model first).
+    """
+    version = _champion_version(client, name)
+    run_id = version.run_id or ""
+    params = client.get_run(run_id).data.params if run_id else {}
+    return {
+        "version": str(version.version),
+        "run_id": run_id,
+        "feature_version": params.get("feature_version", ""),
+    }
+
+
+def _champion_version(client: MlflowClient, name: str) -> ModelVersion:
+    version = champion_version(client, name)
+    if version is None:
+        raise NoChampionError(
+            f"registered model {name!r} has no {CHAMPION!r} version at {client.tracking_uri}; "
+            "run the training flow (movierec train) first"
+        )
+    return version

@@ -241,3 +241,20 @@ def client(uri: str) -> MlflowClient:
     module-level calls (``mlflow.register_model``) go to the same store."""
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
+
+
+def log_monitoring_run(
+    *, metrics: dict[str, float], params: dict[str, str], files: list[Path]
+) -> str:
+    """Log one monitoring run (to the experiment :func:`connect` selected): the report's
+    figures as metrics, what was monitored as params, and the report files as artifacts.
+
+    Returns:
+        The run id.
+    """
+    with mlflow.start_run(run_name=f"monitoring-v{params.get('champion_version', '')}") as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path="report")
+    return run.info.run_id

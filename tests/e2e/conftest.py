@@ -70,11 +70,13 @@ def browser_prerequisites() -> None:
 
 @dataclass(frozen=True)
 class Served:
-    """The running service: its page URL, the model version it names and its feedback log."""
+    """The running service: its page URL, the model version it names, its feedback and
+    impression logs."""
 
     url: str
     model_version: str
     feedback_log: Path
+    impression_log: Path
 
 
 @pytest.fixture(scope="session")
@@ -105,10 +107,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with running_server(
         command, port=port, env=env, cwd=PROJECT_ROOT, log=root / "serve.log"
     ) as url:
+        settings = get_settings(data_dir=root / "data")
         yield Served(
             url=f"{url}/",
             model_version=MODEL_VERSION,
-            feedback_log=get_settings(data_dir=root / "data").feedback_log,
+            feedback_log=settings.feedback_log,
+            impression_log=settings.impression_log,
         )
 
 

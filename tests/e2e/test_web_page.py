@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from recommender.data.feedback import read_events
+from recommender.serving.impressions import read_impressions
 
 try:
     from playwright.sync_api import expect
@@ -57,6 +58,17 @@ def feedback_of(served: Served, user_id: int, count: int) -> list[tuple[int, str
         events = read_events(served.feedback_log).events.filter(pl.col("user_id") == user_id)
         if events.height >= count or time.monotonic() > deadline:
             return list(events.select("movie_id", "event").iter_rows())
+        time.sleep(0.1)
+
+
+def impressions_of(served: Served, ids: list[str]) -> dict[str, dict[str, object]]:
+    """The impression records of ``ids``, once the service has written them all."""
+    deadline = time.monotonic() + 10
+    while True:
+        table = read_impressions(served.impression_log)
+        found = {row["impression_id"]: row for row in table.iter_rows(named=True)}
+        if set(ids) <= set(found) or time.monotonic() > deadline:
+            return found
         time.sleep(0.1)
 
 
@@ -149,6 +161,13 @@ def test_liking_three_movies_recommends_from_them(
     visitor = visitor_id(page)
     assert visitor > 1_000_000_000  # an anonymous visitor, never a dataset user
     assert feedback_of(served, visitor, 3) == [(movie_id, "like") for movie_id in liked]
+    # Each like names the impression (the popular answer) its movie was shown in.
+    events = read_events(served.feedback_log).events.filter(pl.col("user_id") == visitor)
+    shown = impressions_of(served, events.get_column("impression_id").unique().to_list())
+    for movie_id, impression_id in events.select("movie_id", "impression_id").iter_rows():
+        assert shown[impression_id]["endpoint"] == "popular"
+        assert shown[impression_id]["user_key"] == f"s:{visitor}"
+        assert movie_id in shown[impression_id]["movie_ids"]
 
 
 def test_a_user_sees_recommendations_explanations_and_the_fallback(

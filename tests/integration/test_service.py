@@ -205,9 +205,10 @@ def test_bentoml_serve_answers_and_counts(served_url: str) -> None:
         assert post(client, "/feedback", {"user_id": 9, "movie_id": 1, "event": "click"}).is_success
         metrics = client.get("/metrics").text
     assert 'movierec_http_requests_total{method="POST",route="/recommend",status="200"}' in metrics
-    assert _sample(metrics, 'movierec_recommendations_served_total{endpoint="recommend"}') >= 2
-    assert _sample(metrics, 'movierec_recommendation_fallbacks_total{endpoint="recommend"}') >= 1
-    assert _sample(metrics, 'movierec_feedback_events_total{event="click"}') >= 1
+    labels = 'endpoint="recommend",model_version="1"'
+    assert _sample(metrics, f"movierec_impressions_total{{{labels}}}") >= 2
+    assert _sample(metrics, f"movierec_recommendation_fallbacks_total{{{labels}}}") >= 1
+    assert _sample(metrics, 'movierec_feedback_events_total{event="click",model_version="1"}') >= 1
 
 
 def test_concurrent_feedback_writers_lose_and_tear_nothing(

@@ -101,7 +101,8 @@ def test_metrics_sum_the_requests_of_both_workers(served_url: str) -> None:
     count = DURATION + "_count"
     assert _sample(then, count, route="/popular") - _sample(first, count, route="/popular") == 60
     assert f'{DURATION}_bucket{{le="0.005",route="/explain"}}' in then  # exported from the start
-    assert _sample(then, "movierec_recommendations_served_total", endpoint="popular") >= 60
+    impressions = "movierec_impressions_total"
+    assert _sample(then, impressions, endpoint="popular", model_version="1") >= 60
     # Both workers write into the directory /metrics reads (each exports its zeros at start).
     directory = Path(os.environ["BENTOML_HOME"]) / "prometheus_multiproc_dir"
     assert len({path.stem.split("_")[-1] for path in directory.glob("histogram_*.db")}) == 2

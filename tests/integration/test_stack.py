@@ -24,6 +24,8 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from tests.datasets import generous_copy
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deployments" / "local_stack.py"
@@ -128,7 +130,7 @@ def _completed_flow_runs(api: str) -> dict[str, list[dict]]:
 
 
 def test_up_runs_the_flows_on_the_stack_and_down_stops_it(stack: StackUnderTest) -> None:
-    up = stack.run("up", "--no-crawl", "--timeout=150")
+    up = stack.run("up", "--no-crawl", "--timeout=150", timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"MLflow UI    {stack.mlflow_url}" in up.stdout
     assert f"Prefect UI   http://127.0.0.1:{stack.ports['prefect']}" in up.stdout
@@ -162,16 +164,46 @@ def test_up_runs_the_flows_on_the_stack_and_down_stops_it(stack: StackUnderTest)
     assert not (stack.root / "data" / "mlflow").exists()
     assert (stack.root / "data" / "predictions" / "1" / "predictions.parquet").is_file()
 
+    # new data drifts; monitoring says so with an event, on which the worker trains again
+    flow_env = {
+        **stack.env,
+        "PREFECT_API_URL": stack.prefect_api,
+        "PREFECT_HOME": str(stack.root / "prefect"),
+        "MLFLOW_TRACKING_URI": stack.mlflow_url,
+        "MOVIEREC_DATA_DIR": str(stack.root / "data"),
+    }
+    ratings = generous_copy(stack.root / "generous")
+    for command in (["data", "--no-crawl", "--ratings", str(ratings)], ["monitor"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "flows.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=flow_env,
+            cwd=SCRIPT.parents[1],
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert "event `movierec.drift.detected` emitted" in result.stdout + result.stderr
+    assert _wait(lambda: len(_completed_flow_runs(stack.prefect_api)["training"]) == 2, 300)
+    [retrained] = [
+        run for run in _completed_flow_runs(stack.prefect_api)["training"] if run["deployment_id"]
+    ]
+    assert retrained["created_by"]["type"] == "AUTOMATION"
+    assert "worker" in (stack.root / "logs" / "worker.log").read_text()
+
     # up again reuses the running stack
     again = stack.run("up", "--no-flows", timeout=60)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"PostgreSQL already running on port {stack.ports['postgres']}" in again.stdout
     assert "MLflow server already running" in again.stdout
     assert "Prefect server already running" in again.stdout
+    assert "Prefect worker already running" in again.stdout
     assert stack.run("status", timeout=60).returncode == 0
 
     # a server that died is started again; one that cannot start fails with its log's tail
-    os.killpg(json.loads((stack.root / "run" / "prefect.json").read_text())["pid"], signal.SIGTERM)
+    # (SIGKILL: on SIGTERM the server drains the worker's open connections before it exits)
+    os.killpg(json.loads((stack.root / "run" / "prefect.json").read_text())["pid"], signal.SIGKILL)
     assert _wait(lambda: not _listening(stack.ports["prefect"]))
     broken = stack.run("up", "--no-flows", timeout=120, PREFECT_SERVER_LOGGING_LEVEL="LOUD")
     assert broken.returncode == 1

@@ -345,7 +345,8 @@ def unread_keys(render: Render) -> list[str]:
     fields for movierec's containers, mlflow's own variables for the MLflow server) or when the
     container's command, arguments or other variables refer to it as ``$(NAME)``. A file is read
     when the command names its path, when it is the ``<MOVIEREC_ENV>.yaml`` in
-    MOVIEREC_DEPLOYMENTS_DIR, or when it is an init script the postgres image runs.
+    MOVIEREC_DEPLOYMENTS_DIR, or when it is an init script the postgres image runs. Grafana
+    dashboards are read by Grafana, outside the render.
     """
     readers = _env_readers()
     read: dict[tuple[str, str, str], list[str]] = {}
@@ -381,6 +382,8 @@ def unread_keys(render: Render) -> list[str]:
 
     for kind in ("ConfigMap", "Secret"):
         for obj in render.all(kind):
+            if obj["metadata"].get("labels", {}).get("grafana_dashboard") == "1":
+                continue  # read by Grafana's sidecar, outside this render
             for key in {**obj.get("data", {}), **obj.get("stringData", {})}:
                 if (kind, obj["metadata"]["name"], key) not in read:
                     problems.append(f"{kind} {obj['metadata']['name']} key {key}: unused")
@@ -427,7 +430,7 @@ def test_the_stack_is_complete(render: Render) -> None:
         assert not render.flow_jobs
     else:
         render.get("Deployment", "prefect-worker")
-        assert len(render.flow_jobs) == 3
+        assert len(render.flow_jobs) == 4  # data, training, batch prediction, monitoring
 
 
 # --- policies on every container ---------------------------------------------------------------
@@ -791,6 +794,10 @@ def test_the_ingress_routes_the_page_and_the_api_only(render: Render) -> None:
         assert ingress["tls"] == [{"hosts": [section.ingress_host], "secretName": "movierec-tls"}]
 
 
+INGRESS_NAMESPACE = {"kubernetes.io/metadata.name": "ingress-nginx"}
+PROMETHEUS = {"app.kubernetes.io/name": "prometheus"}
+
+
 def test_network_policies_expose_only_the_bento(render: Render) -> None:
     policies = render.all("NetworkPolicy")
     assert any(
@@ -804,12 +811,15 @@ def test_network_policies_expose_only_the_bento(render: Render) -> None:
             for peer in rule["from"]:
                 assert "ipBlock" not in peer, policy["metadata"]["name"]
                 if "namespaceSelector" in peer:
+                    # only the Bento takes traffic from outside the namespace: from the
+                    # ingress controller, and Prometheus pods scraping it
                     assert policy["spec"]["podSelector"] == {
                         "matchLabels": {"app.kubernetes.io/name": "bento"}
                     }
-                    assert peer["namespaceSelector"] == {
-                        "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}
-                    }
+                    assert peer in (
+                        {"namespaceSelector": {"matchLabels": INGRESS_NAMESPACE}},
+                        {"namespaceSelector": {}, "podSelector": {"matchLabels": PROMETHEUS}},
+                    ), policy["metadata"]["name"]
     # Every Service's target port is open to something, or the default deny would cut it off.
     for service in render.all("Service"):
         selector = service["spec"]["selector"]
@@ -873,3 +883,33 @@ def test_secret_env_files_are_git_ignored_and_only_examples_are_committed() -> N
         kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
         generators = {g["name"]: g for g in kustomization["secretGenerator"]}
         assert generators["movierec-secrets"]["envs"] == ["secrets.env"]
+
+
+def test_the_grafana_dashboard_and_scraping(render: Render) -> None:
+    dashboards = [
+        c
+        for c in render.all("ConfigMap")
+        if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
+    ]
+    [dashboard] = dashboards
+    panels = json.loads(dashboard["data"]["movierec.json"])["panels"]
+    assert len(panels) >= 6  # its queries: tests/integration/test_dashboard.py
+    template = render.get("Deployment", "bento")["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    port = int(annotations["prometheus.io/port"])
+    policy = render.get("NetworkPolicy", "bento-from-prometheus")
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [port]
+
+
+def test_the_servicemonitor_component_selects_the_bento_service() -> None:
+    component = K8S / "components" / "prometheus-servicemonitor"
+    [monitor] = yaml.safe_load_all((component / "servicemonitor.yaml").read_text())
+    base = list(yaml.safe_load_all((K8S / "base" / "bento.yaml").read_text()))
+    [service] = [d for d in base if d["kind"] == "Service" and d["metadata"]["name"] == "bento"]
+    labels = monitor["spec"]["selector"]["matchLabels"]
+    assert labels.items() <= service["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"

@@ -1,11 +1,11 @@
 """prefect.yaml: parses as `prefect deploy` reads it, and agrees with the settings files.
 
-Each environment has the three deployments (data daily, training weekly, batch predictions daily
-after both), every entrypoint imports and names the flow its deployment is named after, the
-schedules are valid cron and equal to the `prefect:` section of k8s/overlays/<env>/<env>.yaml,
-which is validated strictly here (a misspelt key fails). `prefect deploy --all` against a real
-server is in docs/deploy.md; the Jobs the Kubernetes deployments become are checked in
-test_k8s.py.
+Each environment has the four deployments (data daily, training weekly and on the monitoring
+flow's retraining events, batch predictions daily after both, monitoring hourly); every
+entrypoint imports and names the flow its deployment is named after; the schedules are valid
+cron and equal to the `prefect:` section of k8s/overlays/<env>/<env>.yaml, which is validated
+strictly here (a misspelt key fails). `prefect deploy --all` against a real server is in
+docs/deploy.md; the Jobs the Kubernetes deployments become are checked in test_k8s.py.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ FLOWS = {
     "data-pipeline": "flows/data_pipeline.py:data_pipeline",
     "training": "flows/training.py:training_flow",
     "batch-prediction": "flows/batch_prediction.py:batch_prediction_flow",
+    "monitoring": "flows/monitoring.py:monitoring_flow",
 }
+RETRAINING_EVENTS = {"movierec.drift.detected", "movierec.feedback.accumulated"}
 # Fixed times: minute and hour are numbers, day of month and month are `*`; the day of week is
 # `*` (daily) or one day (weekly).
 SIMPLE_CRON = re.compile(r"(?P<minute>\d+) (?P<hour>\d+) \* \* (?P<weekday>\*|[0-6])")
+HOURLY_CRON = re.compile(r"\d+ \* \* \* \*")
 
 
 class Schedule(BaseModel):
@@ -74,7 +77,7 @@ def test_parses_as_prefect_deploy_reads_it(prefect_yaml: dict[str, Any]) -> None
     assert {"work_pools", "schedules", "job_variables"} <= set(prefect_yaml["definitions"])
 
 
-def test_each_environment_has_the_three_deployments(prefect_yaml: dict[str, Any]) -> None:
+def test_each_environment_has_the_four_deployments(prefect_yaml: dict[str, Any]) -> None:
     names = sorted(d["name"] for d in prefect_yaml["deployments"])
     assert names == sorted(f"{flow}-{env}" for flow in FLOWS for env in ENVIRONMENTS)
     for env in ENVIRONMENTS:
@@ -110,7 +113,9 @@ def test_schedules_are_valid_cron_and_equal_deployments_yaml(
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_data_daily_training_weekly_predictions_daily_after_both(env: str) -> None:
     times = {}
-    for flow, schedule in _section(env).schedules.items():
+    schedules = dict(_section(env).schedules)
+    assert HOURLY_CRON.fullmatch(schedules.pop("monitoring").cron)
+    for flow, schedule in schedules.items():
         match = SIMPLE_CRON.fullmatch(schedule.cron)
         assert match, f"{env} {flow}: {schedule.cron!r} is not a fixed daily or weekly time"
         times[flow] = (int(match["hour"]), int(match["minute"]), match["weekday"])
@@ -152,3 +157,24 @@ def test_work_pools_and_job_variables(prefect_yaml: dict[str, Any], env: str) ->
 def test_the_image_workdir_is_where_flow_runs_start() -> None:
     dockerfile = (ROOT / "k8s" / "images" / "Dockerfile").read_text()
     assert re.search(r"^WORKDIR /opt/movierec$", dockerfile, re.MULTILINE)
+
+
+def test_training_runs_on_the_monitoring_flows_events(prefect_yaml: dict[str, Any]) -> None:
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    from recommender.monitoring.report import DRIFT_EVENT, FEEDBACK_EVENT
+    from recommender.settings import REGISTERED_MODEL_NAME
+
+    assert {DRIFT_EVENT, FEEDBACK_EVENT} == RETRAINING_EVENTS
+    for deployment in prefect_yaml["deployments"]:
+        triggers = deployment.get("triggers", [])
+        if not deployment["name"].startswith("training-"):
+            assert triggers == [], deployment["name"]
+            continue
+        [trigger] = [DeploymentEventTrigger.model_validate(t) for t in triggers]
+        assert set(trigger.expect) == RETRAINING_EVENTS
+        assert trigger.enabled and trigger.threshold == 1
+        # the resource the monitoring flow's events name (tasks/monitoring.py)
+        assert trigger.match.model_dump() == {
+            "prefect.resource.id": f"movierec.model.{REGISTERED_MODEL_NAME}"
+        }

@@ -47,7 +47,7 @@ describe('MovieDetail', () => {
     const similar = await screen.findByRole('region', { name: 'Similar movies' });
     expect(within(similar).getAllByRole('listitem')).toHaveLength(2);
     expect(within(similar).getByRole('button', { name: 'The Terminator (1984)' })).toBeInTheDocument();
-    expect(server.callsTo('similar')).toEqual([{ movie_id: 1200, k: 8 }]);
+    expect(server.callsTo('similar')).toMatchObject([{ movie_id: 1200, k: 8 }]);
     expect(server.callsTo('explain')).toEqual([]);
     expect(screen.getByText(/Enter a user id at the top/)).toBeInTheDocument();
   });

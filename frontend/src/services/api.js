@@ -1,5 +1,6 @@
 // The Bento API: every method is `POST /<method>` with a JSON body of its parameters.
 import { API_BASE_URL } from './config.js';
+import { visitorId } from './session.js';
 
 export class ApiError extends Error {
   constructor(message, status) {
@@ -38,8 +39,19 @@ async function post(method, body, { signal, keepalive } = {}) {
     modelVersion = payload.model_version;
     versionListeners.forEach((listener) => listener());
   }
-  return payload;
+  return withImpression(payload);
 }
+
+// Each recommended movie keeps the impression (the answer) it was shown in, so that feedback
+// on it names that impression and the service can tie it to the model version that chose it.
+function withImpression(payload) {
+  if (!payload?.impression_id || !Array.isArray(payload.movies)) return payload;
+  const impressionId = payload.impression_id;
+  return { ...payload, movies: payload.movies.map((movie) => ({ ...movie, impression_id: impressionId })) };
+}
+
+// Answers to the anonymous visitor are logged under this session.
+const session = () => String(visitorId());
 
 /** One page of the catalog, most popular first; `query` keeps titles containing it. */
 export function searchMovies({ query, page = 1, pageSize }, options) {
@@ -47,7 +59,7 @@ export function searchMovies({ query, page = 1, pageSize }, options) {
 }
 
 export function popular({ k, genre }, options) {
-  return post('popular', { k, genre }, options);
+  return post('popular', { k, genre, session_id: session() }, options);
 }
 
 export function recommend(userId, { k, exclude = [] }, options) {
@@ -55,18 +67,27 @@ export function recommend(userId, { k, exclude = [] }, options) {
 }
 
 export function recommendForLiked(likedIds, { k, exclude = [] }, options) {
-  return post('recommend_for_liked', { liked_movie_ids: likedIds, k, exclude_movie_ids: exclude }, options);
+  return post(
+    'recommend_for_liked',
+    { liked_movie_ids: likedIds, k, exclude_movie_ids: exclude, session_id: session() },
+    options,
+  );
 }
 
 export function similar(movieId, { k }, options) {
-  return post('similar', { movie_id: movieId, k }, options);
+  return post('similar', { movie_id: movieId, k, session_id: session() }, options);
 }
 
 export function explain(userId, movieId, { n }, options) {
   return post('explain', { user_id: userId, movie_id: movieId, n }, options);
 }
 
-/** Record a `click`, `like` or `dislike`; keepalive lets it finish when the page goes away. */
-export function sendFeedback({ userId, movieId, event }) {
-  return post('feedback', { user_id: userId, movie_id: movieId, event }, { keepalive: true });
+/**
+ * Record a `click`, `like` or `dislike` of a movie, naming the impression it was shown in (when
+ * it came from a recommendation); keepalive lets it finish when the page goes away.
+ */
+export function sendFeedback({ userId, movieId, event, impressionId }) {
+  const body = { user_id: userId, movie_id: movieId, event };
+  if (impressionId) body.impression_id = impressionId;
+  return post('feedback', body, { keepalive: true });
 }

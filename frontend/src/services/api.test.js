@@ -1,5 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import * as api from './api.js';
+import { visitorId } from './session.js';
+
+const SESSION = String(visitorId());
 
 function answer(body, status = 200) {
   return { ok: status < 400, status, json: async () => body };
@@ -27,20 +30,25 @@ function sent() {
 describe('api requests', () => {
   it.each([
     ['movies', () => api.searchMovies({ query: 'toy', page: 2, pageSize: 20 }), { query: 'toy', page: 2, page_size: 20 }],
-    ['popular', () => api.popular({ k: 40, genre: 'Comedy' }), { k: 40, genre: 'Comedy' }],
-    ['popular', () => api.popular({ k: 20 }), { k: 20 }],
+    ['popular', () => api.popular({ k: 40, genre: 'Comedy' }), { k: 40, genre: 'Comedy', session_id: SESSION }],
+    ['popular', () => api.popular({ k: 20 }), { k: 20, session_id: SESSION }],
     ['recommend', () => api.recommend(7, { k: 12, exclude: [3] }), { user_id: 7, k: 12, exclude_movie_ids: [3] }],
     [
       'recommend_for_liked',
       () => api.recommendForLiked([1, 2, 3], { k: 12 }),
-      { liked_movie_ids: [1, 2, 3], k: 12, exclude_movie_ids: [] },
+      { liked_movie_ids: [1, 2, 3], k: 12, exclude_movie_ids: [], session_id: SESSION },
     ],
-    ['similar', () => api.similar(260, { k: 8 }), { movie_id: 260, k: 8 }],
+    ['similar', () => api.similar(260, { k: 8 }), { movie_id: 260, k: 8, session_id: SESSION }],
     ['explain', () => api.explain(7, 260, { n: 5 }), { user_id: 7, movie_id: 260, n: 5 }],
     [
       'feedback',
       () => api.sendFeedback({ userId: 1_000_000_123, movieId: 1, event: 'like' }),
       { user_id: 1_000_000_123, movie_id: 1, event: 'like' },
+    ],
+    [
+      'feedback',
+      () => api.sendFeedback({ userId: 7, movieId: 1, event: 'click', impressionId: '0190abc' }),
+      { user_id: 7, movie_id: 1, event: 'click', impression_id: '0190abc' },
     ],
   ])('POSTs %s with the method parameters as a flat JSON body', async (method, call, body) => {
     await call();
@@ -58,6 +66,17 @@ describe('api requests', () => {
   it('sends feedback with keepalive so it outlives the page', async () => {
     await api.sendFeedback({ userId: 1, movieId: 1, event: 'click' });
     expect(sent().init.keepalive).toBe(true);
+  });
+
+  it('tags each recommended movie with the impression it was shown in', async () => {
+    fetchMock.mockResolvedValueOnce(
+      answer({ model_version: '3', fallback: false, impression_id: 'imp1', movies: [{ movie_id: 1 }, { movie_id: 2 }] }),
+    );
+    const result = await api.recommend(7, { k: 2 });
+    expect(result.movies).toEqual([
+      { movie_id: 1, impression_id: 'imp1' },
+      { movie_id: 2, impression_id: 'imp1' },
+    ]);
   });
 
   it('returns the parsed response', async () => {

@@ -53,7 +53,13 @@ def test_round_trip_creates_the_directories(tmp_path: Path) -> None:
     path = tmp_path / "raw" / "feedback" / "events.jsonl"
     events = [
         FeedbackEvent(user_id=1, movie_id=10, event="rating", value=4.5, timestamp=100.25),
-        FeedbackEvent(user_id=2, movie_id=20, event="dislike", timestamp=101.0),
+        FeedbackEvent(
+            user_id=2,
+            movie_id=20,
+            event="dislike",
+            timestamp=101.0,
+            impression_id="0190a1b2c3d4" + "0123456789abcdef",
+        ),
     ]
 
     assert append_events(path, events) == 2
@@ -67,6 +73,7 @@ def test_round_trip_creates_the_directories(tmp_path: Path) -> None:
             "event": ["rating", "dislike"],
             "value": [4.5, None],
             "timestamp": [100.25, 101.0],
+            "impression_id": [None, "0190a1b2c3d40123456789abcdef"],
         },
         schema=FEEDBACK_DTYPES,
     )
@@ -187,6 +194,7 @@ def test_events_map_to_interactions() -> None:
             "event": ["rating", "like", "click", "view", "dislike"],
             "value": [2.0, None, None, None, None],
             "timestamp": [10.9, 11.0, 12.5, 13.0, 14.0],
+            "impression_id": [None] * 5,
         },
         schema=FEEDBACK_DTYPES,
     )

@@ -71,7 +71,7 @@ def test_a_source_without_ratings_is_an_error(tmp_path: Path) -> None:
 def _feedback(rows: list[tuple[int, int]]) -> ValidationResult:
     """Valid feedback: one view per (user_id, movie_id) row, in log order."""
     events = pl.DataFrame(
-        [(user, movie, "view", None, float(n)) for n, (user, movie) in enumerate(rows)],
+        [(user, movie, "view", None, float(n), None) for n, (user, movie) in enumerate(rows)],
         schema=FEEDBACK,
         orient="row",
     )

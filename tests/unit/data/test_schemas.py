@@ -40,6 +40,7 @@ FEEDBACK = pl.DataFrame(
         "event": ["rating", "view", "like"],
         "value": [4.5, None, None],
         "timestamp": [1.5, 2.0, 3.25],
+        "impression_id": [None, "0190a1b2c3d40123456789abcdef", None],
     }
 )
 
@@ -93,6 +94,7 @@ def test_embedded_dataset_passes_every_schema() -> None:
         (FeedbackSchema, FEEDBACK, {"event": "share"}, "event: isin("),
         (FeedbackSchema, FEEDBACK, {"value": None}, "rating event without a value"),
         (FeedbackSchema, FEEDBACK, {"value": 0.0}, "value: in_range(0.5, 5.0)"),
+        (FeedbackSchema, FEEDBACK, {"impression_id": "not-an-id"}, "impression_id: str_matches("),
         (
             InteractionsSchema,
             RATINGS.with_columns(source=pl.lit("movielens")),
