@@ -501,36 +501,32 @@ def run_flows(stack: Stack, ports: dict[str, int], *, crawl: bool) -> None:
     for title, args in commands:
         started = time.monotonic()
         print(f"  {title:<17}", end="", flush=True)
-        with log.open("a", encoding="utf-8") as out:
-            out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} movierec {' '.join(args)}\n")
-            out.flush()
-            result = subprocess.run(
-                [sys.executable, "-m", "flows.cli", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                env=flow_env(stack, ports),
-                check=False,
-            )
-        if result.returncode != 0:
+        command = [sys.executable, "-m", "flows.cli", *args]
+        try:
+            run_logged(stack, ports, log, command, f"movierec {' '.join(args)}")
+        except StackError:
             print("failed")
-            raise StackError(
-                f"movierec {' '.join(args)} exited with {result.returncode}; last lines of "
-                f"{log}:\n{log_tail(log)}"
-            )
+            raise
         print(f"done in {time.monotonic() - started:.1f} s")
 
 
 # --- the dev deployments and their worker -------------------------------------------------------
 def prefect_command(stack: Stack, ports: dict[str, int], *args: str) -> None:
     """Run a ``prefect`` CLI command against the stack's server (from the checkout)."""
-    log = stack.logs / "worker.log"
+    command = [cli("prefect"), *args]
+    run_logged(stack, ports, stack.logs / "worker.log", command, f"prefect {' '.join(args)}")
+
+
+def run_logged(
+    stack: Stack, ports: dict[str, int], log: Path, command: list[str], label: str
+) -> None:
+    """Run ``command`` from the checkout with the flows' environment, appending its output to
+    ``log``; a failure raises with the log's last lines."""
     with log.open("a", encoding="utf-8") as out:
-        out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} prefect {' '.join(args)}\n")
+        out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {label}\n")
         out.flush()
         result = subprocess.run(
-            [cli("prefect"), *args],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -540,8 +536,7 @@ def prefect_command(stack: Stack, ports: dict[str, int], *args: str) -> None:
         )
     if result.returncode != 0:
         raise StackError(
-            f"prefect {' '.join(args)} exited with {result.returncode}; last lines of "
-            f"{log}:\n{log_tail(log)}"
+            f"{label} exited with {result.returncode}; last lines of {log}:\n{log_tail(log)}"
         )
 
 

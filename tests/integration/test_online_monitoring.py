@@ -69,6 +69,10 @@ def test_the_report_counts_what_the_users_did_with_what_they_were_shown(
             assert answer.status_code == 200, answer.text
             return answer.json()
 
+        def feedback(user: int, movie: int, event: str, answer: dict[str, object]) -> None:
+            body = {"user_id": user, "movie_id": movie, "event": event}
+            post("/feedback", {**body, "impression_id": answer["impression_id"]})
+
         shown = {}
         for user in users:
             answer = post("/recommend", {"user_id": user, "k": 10})
@@ -76,59 +80,19 @@ def test_the_report_counts_what_the_users_did_with_what_they_were_shown(
             shown[user] = answer
             movies = [m["movie_id"] for m in answer["movies"]]
             if user in clicked:
-                post(
-                    "/feedback",
-                    {
-                        "user_id": user,
-                        "movie_id": movies[0],
-                        "event": "click",
-                        "impression_id": answer["impression_id"],
-                    },
-                )
-                post(
-                    "/feedback",
-                    {
-                        "user_id": user,
-                        "movie_id": movies[0],
-                        "event": "click",
-                        "impression_id": answer["impression_id"],
-                    },
-                )  # counts once
+                feedback(user, movies[0], "click", answer)
+                feedback(user, movies[0], "click", answer)  # counts once
             if user in liked:
-                post(
-                    "/feedback",
-                    {
-                        "user_id": user,
-                        "movie_id": movies[2],
-                        "event": "like",
-                        "impression_id": answer["impression_id"],
-                    },
-                )
+                feedback(user, movies[2], "like", answer)
         popular = [post("/popular", {"k": 5, "session_id": "visitor-7"}) for _ in range(2)]
-        post(
-            "/feedback",
-            {
-                "user_id": 7_000_000_001,
-                "movie_id": popular[0]["movies"][4]["movie_id"],
-                "event": "click",
-                "impression_id": popular[0]["impression_id"],
-            },
-        )
+        feedback(7_000_000_001, popular[0]["movies"][4]["movie_id"], "click", popular[0])
         post("/feedback", {"user_id": 1, "movie_id": 1, "event": "view"})  # no impression
         not_shown = next(
             m["movie_id"]
             for m in popular[1]["movies"]
             if m["movie_id"] not in {x["movie_id"] for x in shown[1]["movies"]}
         )
-        post(
-            "/feedback",
-            {
-                "user_id": 1,
-                "movie_id": not_shown,
-                "event": "click",
-                "impression_id": shown[1]["impression_id"],
-            },
-        )  # not in that answer
+        feedback(1, not_shown, "click", shown[1])  # not in that answer
         bad = client.post(
             "/feedback",
             json={
