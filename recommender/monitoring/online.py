@@ -49,14 +49,18 @@ def attribute(impressions: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame
     return feedback.join(shown, on=["impression_id", "movie_id"], how="left")
 
 
-def online_quality(impressions: pl.DataFrame, feedback: pl.DataFrame) -> dict[str, object]:
+def online_quality(
+    impressions: pl.DataFrame, feedback: pl.DataFrame, *, bucket: str = "1h"
+) -> dict[str, object]:
     """Per model version and endpoint: impressions, users, click and like rates with Wilson
     intervals, the positive-feedback rate per user averaged over users, the ranks of clicks,
     and the share of fallback answers; plus the feedback no impression explains.
 
     A rate is the share of impressions with at least one such event (a user who clicks twice on
     one list counts once). The per-user rate is Gorse's definition: for each user, the share of
-    their impressions with a click or like, averaged over users.
+    their impressions with a click or like, averaged over users. ``over_time`` has the click
+    and like rates per model version for each ``bucket`` (a polars duration such as ``"1h"``)
+    of impression time.
     """
     events = attribute(impressions, feedback)
     attributed = events.filter(pl.col("rank").is_not_null())
@@ -103,8 +107,37 @@ def online_quality(impressions: pl.DataFrame, feedback: pl.DataFrame) -> dict[st
     unexplained = events.filter(pl.col("rank").is_null())
     return {
         "groups": groups,
+        "over_time": _over_time(shown, bucket),
         "feedback_events": feedback.height,
         "attributed_events": attributed.height,
         "without_impression": int(unexplained["impression_id"].is_null().sum()),
         "unknown_impression_or_movie": int(unexplained["impression_id"].is_not_null().sum()),
     }
+
+
+def _over_time(shown: pl.DataFrame, bucket: str) -> list[dict[str, object]]:
+    """Click and like rates with their intervals per model version and time bucket."""
+    buckets = (
+        shown.with_columns(
+            pl.from_epoch(pl.col("timestamp"), time_unit="s").dt.truncate(bucket).alias("start")
+        )
+        .group_by("model_version", "start")
+        .agg(
+            pl.len().alias("impressions"),
+            pl.col("clicked").sum().alias("clicks"),
+            pl.col("liked").sum().alias("likes"),
+        )
+        .sort("model_version", "start")
+    )
+    return [
+        {
+            "model_version": row["model_version"],
+            "start": row["start"].isoformat(),
+            "impressions": row["impressions"],
+            "click_rate": row["clicks"] / row["impressions"],
+            "click_rate_ci": wilson_interval(row["clicks"], row["impressions"]),
+            "like_rate": row["likes"] / row["impressions"],
+            "like_rate_ci": wilson_interval(row["likes"], row["impressions"]),
+        }
+        for row in buckets.iter_rows(named=True)
+    ]

@@ -220,7 +220,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     header = "".join(f"<th>{name}</th>" for name in ("column", "PSI", "test", "p-value", "drifted"))
     figures = [_drift_figure(report), _rating_figure(report)]
     if report["online"]["groups"]:
-        figures.insert(0, _online_figure(report))
+        figures[:0] = [_online_figure(report), _online_over_time_figure(report)]
     if report["recommendations"].get("champion"):
         figures.append(_quality_figure(report))
     images = "\n".join(
@@ -288,6 +288,28 @@ def _online_figure(report: Mapping[str, Any]) -> tuple[str, Figure]:
     ax.legend(loc="lower right")
     fig.tight_layout()
     return "online click and like rates per model version", fig
+
+
+def _online_over_time_figure(report: Mapping[str, Any]) -> tuple[str, Figure]:
+    fig = Figure(figsize=(9, 3))
+    ax = fig.subplots()
+    buckets = report["online"]["over_time"]
+    for version in sorted({b["model_version"] for b in buckets}):
+        mine = [b for b in buckets if b["model_version"] == version]
+        times = [datetime.fromisoformat(b["start"]) for b in mine]
+        rates = [b["click_rate"] for b in mine]
+        ax.plot(times, rates, marker="o", label=f"v{version} click rate")
+        ax.fill_between(
+            times,
+            [b["click_rate_ci"][0] for b in mine],
+            [b["click_rate_ci"][1] for b in mine],
+            alpha=0.2,
+        )
+    ax.set_ylabel("click rate (95 % interval)")
+    ax.legend()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return "online click rate per model version over time", fig
 
 
 def _rating_figure(report: Mapping[str, Any]) -> tuple[str, Figure]:

@@ -29,6 +29,7 @@ def test_wilson_interval_bounds() -> None:
 IMPRESSIONS = pl.DataFrame(
     {
         "impression_id": ["i1", "i2", "i3"],
+        "timestamp": [3_600.0 * 10 + 5, 3_600.0 * 11 + 5, 3_600.0 * 10 + 9],
         "endpoint": ["recommend", "recommend", "recommend"],
         "user_key": ["1", "2", "1"],
         "model_version": ["1", "1", "2"],
@@ -65,3 +66,15 @@ def test_online_quality_by_hand() -> None:
     assert quality["attributed_events"] == 4
     assert quality["without_impression"] == 1
     assert quality["unknown_impression_or_movie"] == 1
+
+
+def test_rates_over_time_per_version_and_hour() -> None:
+    over_time = online_quality(IMPRESSIONS, FEEDBACK)["over_time"]
+    # v1: i1 (10:00, clicked and liked), i2 (11:00, nothing attributed); v2: i3 (10:00).
+    assert [(b["model_version"], b["start"], b["impressions"]) for b in over_time] == [
+        ("1", "1970-01-01T10:00:00", 1),
+        ("1", "1970-01-01T11:00:00", 1),
+        ("2", "1970-01-01T10:00:00", 1),
+    ]
+    assert [(b["click_rate"], b["like_rate"]) for b in over_time] == [(1, 1), (0, 0), (0, 0)]
+    assert over_time[0]["click_rate_ci"] == pytest.approx(wilson_interval(1, 1))
