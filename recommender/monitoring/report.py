@@ -305,6 +305,9 @@ def _online_over_time_figure(report: Mapping[str, Any]) -> tuple[str, Figure]:
             [b["click_rate_ci"][1] for b in mine],
             alpha=0.2,
         )
+    starts = sorted(datetime.fromisoformat(b["start"]) for b in buckets)
+    if starts[0] == starts[-1]:  # one bucket: an hour each side, not matplotlib's years
+        ax.set_xlim(starts[0] - timedelta(hours=1), starts[0] + timedelta(hours=1))
     ax.set_ylabel("click rate (95 % interval)")
     ax.legend()
     fig.autofmt_xdate()
