@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -88,25 +87,23 @@ def decide_events(
     monitoring_report: dict[str, Any], thresholds: report.Thresholds, state_file: Path
 ) -> list[dict[str, Any]]:
     """The retraining events the report calls for, with the cooldown applied."""
-    last = json.loads(state_file.read_text()) if state_file.is_file() else {}
     return report.retraining_events(
-        monitoring_report, thresholds, last_emitted=last, now=datetime.now().astimezone()
+        monitoring_report,
+        thresholds,
+        last_emitted=report.last_emitted(state_file),
+        now=datetime.now().astimezone(),
     )
 
 
 @task(cache_policy=NO_CACHE)
 def emit_events(events: list[dict[str, Any]], name: str, state_file: Path) -> None:
     """Send the events not held back by the cooldown to Prefect and remember when."""
-    last = json.loads(state_file.read_text()) if state_file.is_file() else {}
     for event in events:
         if event["emitted"]:
             emit_event(
-                event=event["event"],
-                resource={"prefect.resource.id": f"movierec.model.{name}"},
-                payload=event["payload"],
+                event=event["event"], resource=report.event_resource(name), payload=event["payload"]
             )
-            last[event["event"]] = datetime.now().astimezone().isoformat()
-    storage.write_json(last, state_file)
+    report.remember_emitted(state_file, events, datetime.now().astimezone())
 
 
 @task(cache_policy=NO_CACHE)

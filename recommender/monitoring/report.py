@@ -17,11 +17,29 @@ from typing import Any
 import polars as pl
 from matplotlib.figure import Figure
 
+from recommender.data.storage import read_json, write_json
 from recommender.monitoring.beyond_accuracy import ListQuality
 from recommender.monitoring.drift import DriftReport, categorical_counts
 
 DRIFT_EVENT = "movierec.drift.detected"
 FEEDBACK_EVENT = "movierec.feedback.accumulated"
+
+
+def event_resource(registered_model: str) -> dict[str, str]:
+    """The Prefect resource the retraining events are about (what prefect.yaml's triggers match)."""
+    return {"prefect.resource.id": f"movierec.model.{registered_model}"}
+
+
+def last_emitted(state_file: Path) -> dict[str, str]:
+    """When each retraining event was last emitted (ISO times; empty before the first)."""
+    return read_json(state_file) if state_file.is_file() else {}
+
+
+def remember_emitted(state_file: Path, events: list[dict[str, Any]], now: datetime) -> None:
+    """Record ``now`` for the events that were emitted (an atomic rewrite of ``state_file``)."""
+    last = last_emitted(state_file)
+    last.update({event["event"]: now.isoformat() for event in events if event["emitted"]})
+    write_json(last, state_file)
 
 
 def rating_distribution(reference: pl.DataFrame, current: pl.DataFrame) -> dict[str, Any]:

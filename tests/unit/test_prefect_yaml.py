@@ -162,7 +162,7 @@ def test_the_image_workdir_is_where_flow_runs_start() -> None:
 def test_training_runs_on_the_monitoring_flows_events(prefect_yaml: dict[str, Any]) -> None:
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    from recommender.monitoring.report import DRIFT_EVENT, FEEDBACK_EVENT
+    from recommender.monitoring.report import DRIFT_EVENT, FEEDBACK_EVENT, event_resource
     from recommender.settings import REGISTERED_MODEL_NAME
 
     assert {DRIFT_EVENT, FEEDBACK_EVENT} == RETRAINING_EVENTS
@@ -174,7 +174,5 @@ def test_training_runs_on_the_monitoring_flows_events(prefect_yaml: dict[str, An
         [trigger] = [DeploymentEventTrigger.model_validate(t) for t in triggers]
         assert set(trigger.expect) == RETRAINING_EVENTS
         assert trigger.enabled and trigger.threshold == 1
-        # the resource the monitoring flow's events name (tasks/monitoring.py)
-        assert trigger.match.model_dump() == {
-            "prefect.resource.id": f"movierec.model.{REGISTERED_MODEL_NAME}"
-        }
+        # the resource the monitoring flow's events name (recommender/monitoring/report.py)
+        assert trigger.match.model_dump() == event_resource(REGISTERED_MODEL_NAME)
