@@ -29,7 +29,7 @@ configure_process()  # before numpy loads OpenBLAS
 import numpy as np  # noqa: E402
 
 from recommender.data.movielens import load_movielens  # noqa: E402
-from recommender.serving.api import ExplainRequest, RecommenderAPI  # noqa: E402
+from recommender.serving.api import ExplainRequest, RecommenderAPI, ServedModel  # noqa: E402
 from recommender.settings import EMBEDDED_MOVIELENS  # noqa: E402
 from support.sample_model import train_sample  # noqa: E402
 
@@ -58,8 +58,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         train_sample(Path(tmp))
-        api = RecommenderAPI.load(
-            Path(tmp), model_version="1", image_base_url="https://img", feedback_log=Path(tmp)
+        api = RecommenderAPI(
+            ServedModel.load(Path(tmp), version="1", image_base_url="https://img"),
+            feedback_log=Path(tmp),
         )
     ratings = load_movielens(EMBEDDED_MOVIELENS).ratings
     counts = ratings.group_by("user_id").len().sort(["len", "user_id"], descending=True)
@@ -67,11 +68,11 @@ def main() -> None:
         "heaviest": counts.row(0),
         "typical": counts.row(counts.height // 2),
     }
-    model, state = api.model._fitted()
+    model, state = api.champion.model._fitted()
     print(f"{'user':<10} {'ratings':>7}  {'implementation':<22} {'p50 ms':>8} {'p99 ms':>8}")
     failed = []
     for label, (user_id, n_ratings) in users.items():
-        movie_id = api.model.recommend(user_id, k=1).movie_ids[0]
+        movie_id = api.champion.model.recommend(user_id, k=1).movie_ids[0]
         request = ExplainRequest(user_id=user_id, movie_id=movie_id, n=N)
         row = state.user_items[int(state.users.index_of([user_id])[0])]
         col = int(state.movies.index_of([movie_id])[0])

@@ -174,14 +174,12 @@ def bare_app(model_dir: Path) -> object:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from recommender.serving.api import RecommenderAPI, RecommendRequest
+    from recommender.serving.api import RecommenderAPI, RecommendRequest, ServedModel
     from recommender.settings import get_settings
 
     settings = get_settings()
-    api = RecommenderAPI.load(
-        model_dir,
-        model_version="bare",
-        image_base_url=settings.tmdb_image_base_url,
+    api = RecommenderAPI(
+        ServedModel.load(model_dir, version="bare", image_base_url=settings.tmdb_image_base_url),
         feedback_log=settings.feedback_log,
     )
 

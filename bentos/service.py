@@ -21,6 +21,7 @@ from pathlib import Path
 
 import anyio.to_thread
 import bentoml
+from bentoml.exceptions import NotFound
 from prometheus_client import Counter
 
 from bentos.asgi import (
@@ -47,17 +48,19 @@ from recommender.serving.api import (
     RecommenderAPI,
     RecommendForLikedRequest,
     RecommendRequest,
+    Routing,
+    ServedModel,
     SimilarRequest,
 )
 from recommender.serving.bundle import model_version
-from recommender.serving.impressions import ImpressionWriter
+from recommender.serving.impressions import ImpressionWriter, user_key
 from recommender.settings import get_settings
 
 _SETTINGS = get_settings()
 _LOG = logging.getLogger(__name__)
 
-# Labels from fixed sets only: the served model's version (one per worker), the endpoints,
-# the five event types.
+# Labels from fixed sets only: the served models' versions (two at most), the endpoints, the
+# five event types.
 _IMPRESSIONS = Counter(
     "movierec_impressions",
     "Recommendation answers served (each one an impression), by model version and endpoint",
@@ -71,7 +74,7 @@ _FALLBACKS = Counter(
 )
 _FEEDBACK = Counter(
     "movierec_feedback_events",
-    "Feedback events appended to the log, by the served model version and event",
+    "Feedback events appended to the log, by the version serving the user's arm and event",
     ["model_version", "event"],
 )
 _ENDPOINTS = ("recommend", "recommend_for_liked", "similar", "popular")
@@ -95,10 +98,24 @@ def _count(endpoint: str, response: RecommendationsResponse) -> RecommendationsR
     metrics={"enabled": False},
     envs=[{"name": "OPENBLAS_NUM_THREADS", "value": "1"}],
 )
+def _stored(tag: str) -> bentoml.models.BentoModel | None:
+    """A reference to model ``tag`` when the store holds it (then the Bento built from this
+    service carries it), else None."""
+    try:
+        bentoml.models.get(tag)
+    except NotFound:
+        return None
+    return bentoml.models.BentoModel(tag)
+
+
 class MovieRecommender:
-    """Movie recommendations from the champion ALS model, with a popularity fallback."""
+    """Movie recommendations from the champion ALS model, with a popularity fallback; with an
+    experiment configured (``MOVIEREC_EXPERIMENT_MODE``), from a challenger too."""
 
     bento_model = bentoml.models.BentoModel(_SETTINGS.bento_model_tag)
+    # Present while an experiment runs: the promotion sequence imports it, and removes it again
+    # when the experiment ends (docs/experiments.md).
+    challenger_model = _stored(_SETTINGS.bento_challenger_tag)
 
     def __init__(self) -> None:
         logging.getLogger("bentoml._internal.server.http_app").addFilter(DropClientErrors())
@@ -117,11 +134,25 @@ class MovieRecommender:
 
     def _load(self) -> None:
         try:
-            stored = self.bento_model
-            api = RecommenderAPI.load(
-                Path(stored.path),
-                model_version=model_version(stored.info.labels, str(stored.tag)),
-                image_base_url=_SETTINGS.tmdb_image_base_url,
+            challenger = None
+            if _SETTINGS.experiment_mode != "off":
+                if self.challenger_model is None:
+                    _LOG.warning(
+                        "experiment mode %s but no challenger model (%s): serving the champion "
+                        "to everyone",
+                        _SETTINGS.experiment_mode,
+                        _SETTINGS.bento_challenger_tag,
+                    )
+                else:
+                    challenger = _served(self.challenger_model)
+            api = RecommenderAPI(
+                _served(self.bento_model),
+                challenger=challenger,
+                routing=Routing(
+                    mode=_SETTINGS.experiment_mode,
+                    share=_SETTINGS.experiment_share,
+                    salt=_SETTINGS.experiment_salt,
+                ),
                 feedback_log=_SETTINGS.feedback_log,
                 feedback_log_max_bytes=_SETTINGS.feedback_log_max_bytes,
                 impressions=self._impressions.record if self._impressions else None,
@@ -135,9 +166,13 @@ class MovieRecommender:
         # collector's full passes (they took ~70 ms with ~130k tracked objects).
         gc.collect()
         gc.freeze()
-        for endpoint in _ENDPOINTS:  # export zeros, so that rates exist from the start
-            _IMPRESSIONS.labels(api.model_version, endpoint)
-            _FALLBACKS.labels(api.model_version, endpoint)
+        versions = {api.champion.version, api.served("challenger").version}
+        for version in versions:  # export zeros, so that rates exist from the start
+            for endpoint in _ENDPOINTS:
+                _IMPRESSIONS.labels(version, endpoint)
+                _FALLBACKS.labels(version, endpoint)
+        if api.experiment:
+            _LOG.info("experiment %s in %s mode", api.experiment, _SETTINGS.experiment_mode)
         self._api = api
 
     @bentoml.on_shutdown
@@ -202,8 +237,17 @@ class MovieRecommender:
         """Record a user's view, click, like, dislike or rating (0.5-5) of a movie."""
         api = self.api
         event = await anyio.to_thread.run_sync(api.feedback, request)
-        _FEEDBACK.labels(api.model_version, event.event).inc()
+        arm = api.arm(user_key(event.user_id, None))
+        _FEEDBACK.labels(api.served(arm).version, event.event).inc()
         return event
+
+
+def _served(stored: bentoml.Model) -> ServedModel:
+    return ServedModel.load(
+        Path(stored.path),
+        version=model_version(stored.info.labels, str(stored.tag)),
+        image_base_url=_SETTINGS.tmdb_image_base_url,
+    )
 
 
 use_header_timeout(_SETTINGS.serve_header_timeout_seconds)

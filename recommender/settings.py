@@ -134,6 +134,50 @@ class Settings(BaseSettings):
         "training run once it is this old (on this host: as soon as its process is gone).",
     )
 
+    promotion: Literal["offline", "online"] = Field(
+        default="offline",
+        description="offline: the promotion gate's validation ndcg decides on champion. online: "
+        "a trained challenger starts an experiment and the monitoring flow promotes it only on "
+        "the experiment's 'promote' decision (docs/experiments.md).",
+    )
+
+    # --- Online experiments (recommender/experiments/, docs/experiments.md) ---------------------
+    experiment_mode: Literal["off", "shadow", "ab"] = Field(
+        default="off",
+        description="off: the champion serves everyone. shadow: the challenger also ranks every "
+        "request, logged, not shown. ab: experiment_share percent of users see the challenger.",
+    )
+    experiment_share: int = Field(
+        default=10,
+        ge=1,
+        le=99,
+        description="In ab mode, the percent of users (hash buckets of 100) the challenger serves.",
+    )
+    experiment_salt: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="Appended to the experiment id (v<champion>-vs-v<challenger>) that salts the "
+        "assignment: a new value reshuffles users without a new challenger.",
+    )
+    experiment_alpha: float = Field(
+        default=0.05, gt=0, lt=0.5, description="The experiment's false-promotion bound."
+    )
+    experiment_power: float = Field(
+        default=0.8, gt=0, lt=1, description="Power of the planned sample per arm."
+    )
+    experiment_mde: float = Field(
+        default=0.10,
+        gt=0,
+        le=10,
+        description="Minimum detectable effect: the relative lift of the champion's click rate "
+        "the experiment is planned for.",
+    )
+    experiment_min_users: int = Field(
+        default=100, ge=10, description="Users each arm needs before any decision."
+    )
+    # ---------------------------------------------------------------------------------------------
+
     # --- Monitoring (flows/monitoring.py, recommender/monitoring/) -----------------------------
     monitoring_experiment: str = Field(
         default="monitoring", description="The MLflow experiment of the monitoring runs."
@@ -172,6 +216,10 @@ class Settings(BaseSettings):
         default=f"{REGISTERED_MODEL_NAME}:latest",
         description="The BentoML model the service loads; 'latest' is the newest imported "
         "champion.",
+    )
+    bento_challenger_tag: str = Field(
+        default=f"{REGISTERED_MODEL_NAME}-challenger:latest",
+        description="The BentoML model of the challenger under experiment (absent when none).",
     )
     frontend_dist: Path = Field(
         default=PROJECT_ROOT / "frontend" / "dist",

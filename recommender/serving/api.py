@@ -15,13 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from recommender.data.feedback import FEEDBACK_LOG_MAX_BYTES, FeedbackEvent, append_event
+from recommender.experiments.assignment import CHALLENGER, CHAMPION, Arm, assign, experiment_id
 from recommender.modeling.als import (
     ALSRecommender,
     Recommendations,
@@ -30,7 +32,12 @@ from recommender.modeling.als import (
 )
 from recommender.serving.bundle import check_catalog_covers, read_bundle
 from recommender.serving.catalog import Catalog, Movie, MoviesPage
-from recommender.serving.impressions import impression_record, new_impression_id, user_key
+from recommender.serving.impressions import (
+    ANONYMOUS,
+    impression_record,
+    new_impression_id,
+    user_key,
+)
 
 _Event = TypeVar("_Event", bound=FeedbackEvent)
 
@@ -164,10 +171,13 @@ class RecommendationsResponse(BaseModel):
     """A ranked list; ``fallback`` is true when popularity stood in for the model.
 
     ``impression_id`` names this answer in the impression log; feedback on one of its movies
-    sends it back.
+    sends it back. ``arm`` is the experiment arm whose model answered (``champion`` when no
+    experiment runs, ``experiment`` then being null).
     """
 
     model_version: str
+    arm: Arm
+    experiment: str | None
     impression_id: str
     fallback: bool
     movies: list[ScoredMovie]
@@ -191,73 +201,130 @@ class ExplainResponse(BaseModel):
 
 
 # --- The API --------------------------------------------------------------------------------
-class RecommenderAPI:
-    """One method per endpoint over a loaded model and its catalog.
-
-    Args:
-        model: The recommender.
-        catalog: The catalog; it must hold every movie the model can recommend.
-        model_version: What responses name as their model version.
-        feedback_log: The JSON-lines event log feedback is appended to.
-        impressions: Where each recommendation answer's impression record goes (the service's
-            :class:`~recommender.serving.impressions.ImpressionWriter`); None logs nothing.
-        feedback_log_max_bytes: The size past which that log rotates to a new segment.
+@dataclass(frozen=True)
+class ServedModel:
+    """A model, the catalog it ships with and the version responses name.
 
     Raises:
         ValueError: The model knows movies that the catalog lacks.
     """
 
+    model: ALSRecommender
+    catalog: Catalog
+    version: str
+
+    def __post_init__(self) -> None:
+        check_catalog_covers(self.model, self.catalog.movie_ids)
+
+    @classmethod
+    def load(cls, directory: Path, *, version: str, image_base_url: str) -> ServedModel:
+        """Load a served model directory (:mod:`recommender.serving.bundle`)."""
+        model, frame = read_bundle(directory)
+        ranking = model.popular(k=len(model.movie_ids)).movie_ids
+        return cls(model, Catalog(frame, image_base_url=image_base_url, ranking=ranking), version)
+
+    def require_in_catalog(self, movie_ids: Iterable[int]) -> None:
+        """Raise a 404 :class:`RequestError` naming the ids the catalog does not hold."""
+        unknown = self.catalog.unknown(movie_ids)
+        if unknown:
+            raise RequestError(
+                f"unknown movie id(s) {', '.join(map(str, unknown[:20]))}: use ids from /movies",
+                status_code=404,
+                unknown_movie_ids=unknown,
+            )
+
+
+ExperimentMode = Literal["off", "shadow", "ab"]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How requests are split between the champion and a challenger (docs/experiments.md).
+
+    ``off``: the champion answers everyone. ``shadow``: the champion answers everyone and the
+    challenger ranks every request too; its list goes to the impression log only. ``ab``:
+    ``share`` percent of users (by :func:`~recommender.experiments.assignment.assign`) get the
+    challenger's answers. ``salt`` extends the experiment id, reshuffling users.
+    """
+
+    mode: ExperimentMode = "off"
+    share: int = 10
+    salt: str = ""
+
+
+_Rank = Callable[[ServedModel], Recommendations]
+
+
+class RecommenderAPI:
+    """One method per endpoint over the champion (and a challenger under experiment).
+
+    Args:
+        champion: The model that answers when no experiment says otherwise.
+        challenger: The model under experiment; ignored when ``routing.mode`` is ``off`` (or
+            when it is the champion's version).
+        routing: How requests are split between the two.
+        feedback_log: The JSON-lines event log feedback is appended to.
+        impressions: Where each recommendation answer's impression record goes (the service's
+            :class:`~recommender.serving.impressions.ImpressionWriter`); None logs nothing.
+        feedback_log_max_bytes: The size past which that log rotates to a new segment.
+    """
+
     def __init__(
         self,
-        model: ALSRecommender,
-        catalog: Catalog,
+        champion: ServedModel,
         *,
-        model_version: str,
         feedback_log: Path,
+        challenger: ServedModel | None = None,
+        routing: Routing = Routing(),
         feedback_log_max_bytes: int = FEEDBACK_LOG_MAX_BYTES,
         impressions: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        check_catalog_covers(model, catalog.movie_ids)
-        self.model = model
-        self.catalog = catalog
-        self.model_version = model_version
+        self.champion = champion
+        active = (
+            challenger is not None
+            and routing.mode != "off"
+            and challenger.version != champion.version
+        )
+        self.challenger = challenger if active else None
+        self.routing = routing
+        self.experiment = (
+            experiment_id(champion.version, challenger.version, salt=routing.salt)
+            if active and challenger is not None
+            else None
+        )
         self.feedback_log = feedback_log
         self.feedback_log_max_bytes = feedback_log_max_bytes
         self.impressions = impressions
 
-    @classmethod
-    def load(
-        cls,
-        directory: Path,
-        *,
-        model_version: str,
-        image_base_url: str,
-        feedback_log: Path,
-        feedback_log_max_bytes: int = FEEDBACK_LOG_MAX_BYTES,
-        impressions: Callable[[dict[str, Any]], None] | None = None,
-    ) -> RecommenderAPI:
-        """Load a served model directory (:mod:`recommender.serving.bundle`)."""
-        model, frame = read_bundle(directory)
-        ranking = model.popular(k=len(model.movie_ids)).movie_ids
-        return cls(
-            model,
-            Catalog(frame, image_base_url=image_base_url, ranking=ranking),
-            model_version=model_version,
-            feedback_log=feedback_log,
-            feedback_log_max_bytes=feedback_log_max_bytes,
-            impressions=impressions,
-        )
+    @property
+    def model_version(self) -> str:
+        """The champion's version."""
+        return self.champion.version
+
+    def arm(self, user: str) -> Arm:
+        """The arm that answers ``user`` (a :func:`~recommender.serving.impressions.user_key`):
+        the challenger only in ``ab`` mode, for the users the assignment gives it. A visitor
+        without a user or session id cannot be assigned stickily and gets the champion."""
+        if self.experiment is None or self.routing.mode != "ab" or user == ANONYMOUS:
+            return CHAMPION
+        return assign(self.experiment, user, share=self.routing.share)
+
+    def served(self, arm: Arm) -> ServedModel:
+        """The model of ``arm``."""
+        return self.challenger if arm == CHALLENGER and self.challenger else self.champion
 
     def recommend(self, request: RecommendRequest) -> RecommendationsResponse:
         """Top-k for ``user_id``; ids in ``exclude_movie_ids`` the model lacks are ignored."""
-        with _model_errors():
-            result = self.model.recommend(
+
+        def rank(served: ServedModel) -> Recommendations:
+            return served.model.recommend(
                 request.user_id,
                 k=request.k,
                 exclude=request.exclude_movie_ids,
                 genres=request.genres,
             )
-        return self._ranked(result, "recommend", user_key(request.user_id, None))
+
+        return self._answer("recommend", user_key(request.user_id, None), rank)
 
     def recommend_for_liked(self, request: RecommendForLikedRequest) -> RecommendationsResponse:
         """Top-k for a visitor from their liked movies (fold-in).
@@ -268,16 +335,18 @@ class RecommenderAPI:
         Raises:
             RequestError: 404 when a liked movie is not in the catalog.
         """
-        self._require_in_catalog(request.liked_movie_ids)
-        known = np.isin(request.liked_movie_ids, self.model.movie_ids)
-        with _model_errors():
-            result = self.model.recommend_for_liked(
+
+        def rank(served: ServedModel) -> Recommendations:
+            served.require_in_catalog(request.liked_movie_ids)
+            known = np.isin(request.liked_movie_ids, served.model.movie_ids)
+            return served.model.recommend_for_liked(
                 np.asarray(request.liked_movie_ids)[known],
                 k=request.k,
                 exclude=request.exclude_movie_ids,
                 genres=request.genres,
             )
-        return self._ranked(result, "recommend_for_liked", user_key(None, request.session_id))
+
+        return self._answer("recommend_for_liked", user_key(None, request.session_id), rank)
 
     def similar(self, request: SimilarRequest) -> RecommendationsResponse:
         """The k movies closest to ``movie_id``.
@@ -285,38 +354,46 @@ class RecommenderAPI:
         Raises:
             RequestError: 404 when the movie is not in the catalog or has no ratings.
         """
-        self._require_in_catalog([request.movie_id])
-        with _model_errors():
-            result = self.model.similar(request.movie_id, k=request.k)
-        return self._ranked(result, "similar", user_key(None, request.session_id))
+
+        def rank(served: ServedModel) -> Recommendations:
+            served.require_in_catalog([request.movie_id])
+            return served.model.similar(request.movie_id, k=request.k)
+
+        return self._answer("similar", user_key(None, request.session_id), rank)
 
     def popular(self, request: PopularRequest) -> RecommendationsResponse:
         """The k movies most users interacted with in training, optionally of one genre."""
-        with _model_errors():
-            result = self.model.popular(k=request.k, genre=request.genre)
-        return self._ranked(result, "popular", user_key(None, request.session_id))
+
+        def rank(served: ServedModel) -> Recommendations:
+            return served.model.popular(k=request.k, genre=request.genre)
+
+        return self._answer("popular", user_key(None, request.session_id), rank)
 
     def movies(self, request: MoviesRequest) -> MoviesPage:
         """A page of the catalog, most popular first, filtered by title when asked."""
-        return self.catalog.search(request.query, page=request.page, page_size=request.page_size)
+        return self.champion.catalog.search(
+            request.query, page=request.page, page_size=request.page_size
+        )
 
     def explain(self, request: ExplainRequest) -> ExplainResponse:
-        """The user's movies that contribute most to ``movie_id``'s score, with their share.
+        """The user's movies that contribute most to ``movie_id``'s score (by the model of the
+        user's arm), with their share.
 
         Raises:
             RequestError: 404 when the user has no history or the movie is unknown.
         """
-        self._require_in_catalog([request.movie_id])
+        served = self.served(self.arm(user_key(request.user_id, None)))
+        served.require_in_catalog([request.movie_id])
         with _model_errors():
-            explanation = self.model.explain(request.user_id, request.movie_id, n=request.n)
+            explanation = served.model.explain(request.user_id, request.movie_id, n=request.n)
         return ExplainResponse(
-            model_version=self.model_version,
+            model_version=served.version,
             user_id=explanation.user_id,
-            movie=self.catalog[explanation.movie_id],
+            movie=served.catalog[explanation.movie_id],
             score=explanation.score,
             contributions=[
                 Contribution.model_construct(
-                    **dict(self.catalog[part.movie_id]), score=part.score, share=part.share
+                    **dict(served.catalog[part.movie_id]), score=part.score, share=part.share
                 )
                 for part in explanation.contributions
             ],
@@ -326,45 +403,62 @@ class RecommenderAPI:
         """Append ``event`` to the feedback log (durably) and return it as stored.
 
         Raises:
-            RequestError: 404 when the movie is not in the catalog.
+            RequestError: 404 when the movie is in no served model's catalog.
         """
-        self._require_in_catalog([event.movie_id])
+        if self.challenger is None or self.challenger.catalog.unknown([event.movie_id]):
+            self.champion.require_in_catalog([event.movie_id])
         append_event(self.feedback_log, event, max_bytes=self.feedback_log_max_bytes)
         return event
 
-    def _require_in_catalog(self, movie_ids: Iterable[int]) -> None:
-        unknown = self.catalog.unknown(movie_ids)
-        if unknown:
-            raise RequestError(
-                f"unknown movie id(s) {', '.join(map(str, unknown[:20]))}: use ids from /movies",
-                status_code=404,
-                unknown_movie_ids=unknown,
-            )
-
-    def _ranked(self, result: Recommendations, endpoint: str, user: str) -> RecommendationsResponse:
-        """The answer, with a new impression id; its impression record goes to the log."""
+    def _answer(self, endpoint: str, user: str, rank: _Rank) -> RecommendationsResponse:
+        """Rank with the model of the user's arm (and, in shadow mode, with the challenger
+        too); log the impression; answer with a new impression id."""
+        arm = self.arm(user)
+        served = self.served(arm)
+        with _model_errors():
+            result = rank(served)
         impression_id = new_impression_id()
         items = result.items
         if self.impressions is not None:
+            shadow = self._shadow(rank)
             self.impressions(
                 impression_record(
                     impression_id=impression_id,
                     endpoint=endpoint,
                     user=user,
-                    model_version=self.model_version,
+                    model_version=served.version,
                     movie_ids=[movie_id for movie_id, _ in items],
                     fallback=result.fallback,
+                    experiment=self.experiment if self._in_experiment(user) else None,
+                    arm=arm,
+                    shadow=shadow,
                 )
             )
         return RecommendationsResponse(
-            model_version=self.model_version,
+            model_version=served.version,
+            arm=arm,
+            experiment=self.experiment if self._in_experiment(user) else None,
             impression_id=impression_id,
             fallback=result.fallback,
             movies=[
-                ScoredMovie.model_construct(**dict(self.catalog[movie_id]), score=score)
+                ScoredMovie.model_construct(**dict(served.catalog[movie_id]), score=score)
                 for movie_id, score in items
             ],
         )
+
+    def _in_experiment(self, user: str) -> bool:
+        return self.experiment is not None and (self.routing.mode == "shadow" or user != ANONYMOUS)
+
+    def _shadow(self, rank: _Rank) -> tuple[str, list[int]] | None:
+        """The challenger's version and list for the same request, in shadow mode."""
+        if self.routing.mode != "shadow" or self.challenger is None:
+            return None
+        try:
+            with _model_errors():
+                result = rank(self.challenger)
+        except RequestError:  # e.g. a movie only the champion knows: nothing to compare
+            return None
+        return self.challenger.version, result.movie_ids
 
 
 @contextmanager
@@ -372,6 +466,8 @@ def _model_errors() -> Iterator[None]:
     """Turn the model's documented argument errors into request errors."""
     try:
         yield
+    except RequestError:
+        raise  # already an answer (a catalog check inside the ranking)
     except UnknownMovieError as exc:
         raise RequestError(
             f"movie id(s) {', '.join(map(str, exc.movie_ids[:20]))} have no ratings in the model; "

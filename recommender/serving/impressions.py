@@ -35,9 +35,18 @@ IMPRESSIONS = pl.Schema(
         "model_version": pl.String,
         "fallback": pl.Boolean,
         "movie_ids": pl.List(pl.Int64),
+        "experiment": pl.String,
+        "arm": pl.String,
+        "shadow_version": pl.String,
+        "shadow_movie_ids": pl.List(pl.Int64),
     }
 )
-"""The impression log as a table; ``movie_ids`` in rank order."""
+"""The impression log as a table; ``movie_ids`` in rank order. ``experiment`` names the
+experiment the answer was part of (null outside one), ``arm`` the arm that answered;
+``shadow_version`` and ``shadow_movie_ids`` are the challenger's list for the same request in
+shadow mode (logged, not shown). Lines written before experiments existed read as null there."""
+ANONYMOUS = "anonymous"
+"""The user key of a visitor who sent neither a user id nor a session id."""
 
 
 def new_impression_id(now: float | None = None) -> str:
@@ -52,7 +61,7 @@ def user_key(user_id: int | None, session_id: str | None) -> str:
     ``anonymous`` when neither is known."""
     if user_id is not None:
         return str(user_id)
-    return f"s:{session_id}" if session_id else "anonymous"
+    return f"s:{session_id}" if session_id else ANONYMOUS
 
 
 def impression_record(
@@ -63,9 +72,13 @@ def impression_record(
     model_version: str,
     movie_ids: Sequence[int],
     fallback: bool,
+    experiment: str | None = None,
+    arm: str = "champion",
+    shadow: tuple[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
-    """One line of the impression log (timestamped now)."""
-    return {
+    """One line of the impression log (timestamped now); ``shadow`` is the shadow model's
+    version and list."""
+    record: dict[str, Any] = {
         "impression_id": impression_id,
         "timestamp": time.time(),
         "endpoint": endpoint,
@@ -73,7 +86,12 @@ def impression_record(
         "model_version": model_version,
         "fallback": fallback,
         "movie_ids": list(movie_ids),
+        "experiment": experiment,
+        "arm": arm,
     }
+    if shadow is not None:
+        record["shadow_version"], record["shadow_movie_ids"] = shadow[0], list(shadow[1])
+    return record
 
 
 class ImpressionWriter:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from recommender.data.catalog import CATALOG_COLUMNS
 from recommender.data.feedback import FeedbackEvent, read_events
 from recommender.data.logs import log_files
+from recommender.experiments.assignment import assign
 from recommender.modeling.als import ALSConfig, ALSRecommender, train_als
 from recommender.serving.api import (
     MAX_CLOCK_SKEW_S,
@@ -32,6 +33,8 @@ from recommender.serving.api import (
     RecommendForLikedRequest,
     RecommendRequest,
     RequestError,
+    Routing,
+    ServedModel,
     SimilarRequest,
 )
 from recommender.serving.bundle import CATALOG_FILE, MODEL_DIR, model_version
@@ -69,7 +72,7 @@ def api(model: ALSRecommender, tmp_path: Path) -> RecommenderAPI:
     ranking = model.popular(k=N).movie_ids
     catalog = Catalog(catalog_frame(), image_base_url=IMAGES, ranking=ranking)
     return RecommenderAPI(
-        model, catalog, model_version="7", feedback_log=tmp_path / "feedback" / "events.jsonl"
+        ServedModel(model, catalog, "7"), feedback_log=tmp_path / "feedback" / "events.jsonl"
     )
 
 
@@ -147,7 +150,7 @@ def test_recommend_honours_exclusions_and_genres(api: RecommenderAPI) -> None:
 def test_an_unknown_user_gets_popular_movies_flagged_as_fallback(api: RecommenderAPI) -> None:
     response = api.recommend(RecommendRequest(user_id=5, k=3))
     assert response.fallback
-    assert ids(response) == api.model.popular(k=3).movie_ids
+    assert ids(response) == api.champion.model.popular(k=3).movie_ids
 
 
 def test_an_unknown_genre_is_a_422_that_lists_the_known_ones(api: RecommenderAPI) -> None:
@@ -207,7 +210,7 @@ def test_popular_of_a_genre(api: RecommenderAPI) -> None:
 def test_movies_pages_through_the_catalog_most_popular_first(api: RecommenderAPI) -> None:
     page = api.movies(MoviesRequest(page=1, page_size=N + 5))
     assert page.total == N + 1 and page.items[-1].movie_id == UNRATED
-    assert [m.movie_id for m in page.items[:N]] == api.model.popular(k=N).movie_ids
+    assert [m.movie_id for m in page.items[:N]] == api.champion.model.popular(k=N).movie_ids
 
 
 def test_explain_lists_the_contributing_movies_with_shares(api: RecommenderAPI) -> None:
@@ -250,9 +253,7 @@ def test_feedback_is_appended_to_the_log(api: RecommenderAPI) -> None:
 
 def test_the_feedback_log_rotates_at_the_size_the_api_is_given(api: RecommenderAPI) -> None:
     small = RecommenderAPI(
-        api.model,
-        api.catalog,
-        model_version="7",
+        api.champion,
         feedback_log=api.feedback_log,
         feedback_log_max_bytes=200,
     )
@@ -275,7 +276,7 @@ def test_the_catalog_must_hold_every_movie_of_the_model(
 ) -> None:
     partial = Catalog(catalog_frame().filter(pl.col("movie_id") != movie(3)), image_base_url=IMAGES)
     with pytest.raises(ValueError, match="catalog lacks 1 movie"):
-        RecommenderAPI(model, partial, model_version="7", feedback_log=tmp_path / "log")
+        ServedModel(model, partial, "7")
 
 
 def test_load_reads_a_served_model_directory(model: ALSRecommender, tmp_path: Path) -> None:
@@ -285,8 +286,9 @@ def test_load_reads_a_served_model_directory(model: ALSRecommender, tmp_path: Pa
         [pl.lit(None, dtype=pl.String).alias(c) for c in CATALOG_COLUMNS if c not in frame.columns]
     )
     frame.select(CATALOG_COLUMNS).write_parquet(tmp_path / CATALOG_FILE)
-    api = RecommenderAPI.load(
-        tmp_path, model_version="7", image_base_url=IMAGES, feedback_log=tmp_path / "log"
+    api = RecommenderAPI(
+        ServedModel.load(tmp_path, version="7", image_base_url=IMAGES),
+        feedback_log=tmp_path / "log",
     )
     assert ids(api.recommend(RecommendRequest(user_id=user(4), k=1))) == [movie(4)]
     # the listing ranks by the model's popularity, unrated movies last
@@ -348,3 +350,90 @@ def test_feedback_times_far_from_the_server_clock_are_refused(offset: float) -> 
 def test_feedback_times_within_the_window_are_kept() -> None:
     queued = time.time() - MAX_EVENT_AGE_S + 60
     assert Feedback(user_id=1, movie_id=1, event="view", timestamp=queued).timestamp == queued
+
+
+# --- experiments: a challenger beside the champion -----------------------------------------
+def _experiment_api(
+    model: ALSRecommender, tmp_path: Path, routing: Routing, *, challenger_version: str = "8"
+) -> tuple[RecommenderAPI, list[dict[str, object]]]:
+    records: list[dict[str, object]] = []
+    catalog = Catalog(catalog_frame(), image_base_url=IMAGES)
+    api = RecommenderAPI(
+        ServedModel(model, catalog, "7"),
+        challenger=ServedModel(model, catalog, challenger_version),
+        routing=routing,
+        feedback_log=tmp_path / "events.jsonl",
+        impressions=records.append,
+    )
+    return api, records
+
+
+def test_ab_answers_each_user_from_the_arm_assignment_gives_it(
+    model: ALSRecommender, tmp_path: Path
+) -> None:
+    api, records = _experiment_api(model, tmp_path, Routing(mode="ab", share=50))
+    assert api.experiment == "v7-vs-v8"
+    arms = set()
+    for u in range(N):
+        response = api.recommend(RecommendRequest(user_id=user(u), k=2))
+        expected = assign("v7-vs-v8", str(user(u)), share=50)
+        assert (response.arm, response.experiment) == (expected, "v7-vs-v8")
+        assert response.model_version == ("8" if expected == "challenger" else "7")
+        again = api.recommend(RecommendRequest(user_id=user(u), k=2))
+        assert again.arm == response.arm  # sticky
+        arms.add(response.arm)
+    assert arms == {"champion", "challenger"}
+    assert {(r["arm"], r["model_version"], r["experiment"]) for r in records} == {
+        ("champion", "7", "v7-vs-v8"),
+        ("challenger", "8", "v7-vs-v8"),
+    }
+    assert all("shadow_movie_ids" not in r for r in records)
+
+
+def test_a_visitor_without_user_or_session_is_not_in_the_experiment(
+    model: ALSRecommender, tmp_path: Path
+) -> None:
+    api, records = _experiment_api(model, tmp_path, Routing(mode="ab", share=99))
+    response = api.popular(PopularRequest(k=3))
+    assert (response.arm, response.experiment, response.model_version) == ("champion", None, "7")
+    assert records[-1]["experiment"] is None
+    session = api.popular(PopularRequest(k=3, session_id="visitor-1"))
+    assert session.arm == assign("v7-vs-v8", "s:visitor-1", share=99)
+
+
+def test_shadow_mode_shows_the_champion_and_logs_the_challengers_list(
+    model: ALSRecommender, tmp_path: Path
+) -> None:
+    api, records = _experiment_api(model, tmp_path, Routing(mode="shadow"))
+    for u in range(4):
+        response = api.recommend(RecommendRequest(user_id=user(u), k=3))
+        assert (response.arm, response.model_version) == ("champion", "7")
+        assert response.experiment == "v7-vs-v8"
+    similar = api.similar(SimilarRequest(movie_id=movie(2), k=3))
+    for record in records:
+        assert record["shadow_version"] == "8"
+        assert record["shadow_movie_ids"] == record["movie_ids"]  # the same model in both arms
+    assert records[-1]["movie_ids"] == ids(similar)
+
+
+def test_without_an_experiment_the_challenger_is_not_used(
+    model: ALSRecommender, tmp_path: Path
+) -> None:
+    for routing, version in ((Routing(mode="off"), "8"), (Routing(mode="ab", share=99), "7")):
+        api, records = _experiment_api(model, tmp_path, routing, challenger_version=version)
+        assert api.experiment is None and api.challenger is None
+        response = api.recommend(RecommendRequest(user_id=user(1), k=2))
+        assert (response.arm, response.experiment, response.model_version) == (
+            "champion",
+            None,
+            "7",
+        )
+        assert records[-1]["arm"] == "champion" and records[-1]["experiment"] is None
+
+
+def test_explain_uses_the_model_of_the_users_arm(model: ALSRecommender, tmp_path: Path) -> None:
+    api, _ = _experiment_api(model, tmp_path, Routing(mode="ab", share=50))
+    for u in range(6):
+        answer = api.explain(ExplainRequest(user_id=user(u), movie_id=movie(u)))
+        arm = api.arm(str(user(u)))
+        assert answer.model_version == ("8" if arm == "challenger" else "7")
