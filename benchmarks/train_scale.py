@@ -534,6 +534,7 @@ def _training_path(*, dataset: str, scratch: str, threads: int) -> dict[str, Any
                 best=config,
                 validation_ndcg=0.0,
                 trials=[],
+                popularity_validation_ndcg=0.0,
                 split=Split(empty, no_rows, no_rows, "random-per-user", 0.25, SEED),
                 seconds=0.0,
             ),

@@ -52,7 +52,7 @@ from recommender.serving.api import (
     ServedModel,
     SimilarRequest,
 )
-from recommender.serving.bundle import model_version
+from recommender.serving.bundle import challenger_tag, model_version
 from recommender.serving.impressions import ImpressionWriter, user_key
 from recommender.settings import get_settings
 
@@ -87,6 +87,20 @@ def _count(endpoint: str, response: RecommendationsResponse) -> RecommendationsR
     return response
 
 
+def _stored(tag: str) -> bentoml.Model | None:
+    """Model ``tag`` when the store holds it (inside a Bento: the Bento's own store), else None."""
+    try:
+        return bentoml.models.get(tag)
+    except NotFound:
+        return None
+
+
+# The challenger under experiment, when there is one: the promotion sequence imports it and
+# builds the Bento with it (bentos/store.py), and removes it when the experiment ends. Not a
+# BentoModel attribute: a Bento built after the experiment must not ask for it.
+_CHALLENGER = _stored(challenger_tag(_SETTINGS.bento_model_tag))
+
+
 @bentoml.service(
     workers=2,
     traffic={"timeout": 10},
@@ -98,24 +112,11 @@ def _count(endpoint: str, response: RecommendationsResponse) -> RecommendationsR
     metrics={"enabled": False},
     envs=[{"name": "OPENBLAS_NUM_THREADS", "value": "1"}],
 )
-def _stored(tag: str) -> bentoml.models.BentoModel | None:
-    """A reference to model ``tag`` when the store holds it (then the Bento built from this
-    service carries it), else None."""
-    try:
-        bentoml.models.get(tag)
-    except NotFound:
-        return None
-    return bentoml.models.BentoModel(tag)
-
-
 class MovieRecommender:
     """Movie recommendations from the champion ALS model, with a popularity fallback; with an
     experiment configured (``MOVIEREC_EXPERIMENT_MODE``), from a challenger too."""
 
     bento_model = bentoml.models.BentoModel(_SETTINGS.bento_model_tag)
-    # Present while an experiment runs: the promotion sequence imports it, and removes it again
-    # when the experiment ends (docs/experiments.md).
-    challenger_model = _stored(_SETTINGS.bento_challenger_tag)
 
     def __init__(self) -> None:
         logging.getLogger("bentoml._internal.server.http_app").addFilter(DropClientErrors())
@@ -136,15 +137,15 @@ class MovieRecommender:
         try:
             challenger = None
             if _SETTINGS.experiment_mode != "off":
-                if self.challenger_model is None:
+                if _CHALLENGER is None:
                     _LOG.warning(
                         "experiment mode %s but no challenger model (%s): serving the champion "
                         "to everyone",
                         _SETTINGS.experiment_mode,
-                        _SETTINGS.bento_challenger_tag,
+                        challenger_tag(_SETTINGS.bento_model_tag),
                     )
                 else:
-                    challenger = _served(self.challenger_model)
+                    challenger = _served(_CHALLENGER)
             api = RecommenderAPI(
                 _served(self.bento_model),
                 challenger=challenger,

@@ -26,11 +26,15 @@ import bentoml
 import yaml
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml.exceptions import BentoMLException, NotFound
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from recommender.serving.bundle import (
+    CATALOG_FILE,
+    MODEL_DIR,
     MODEL_VERSION_LABEL,
     RUN_ID_LABEL,
+    challenger_tag,
     check_labels,
     lineage_labels,
     read_bundle,
@@ -88,19 +92,46 @@ def build_bento(
     """Build the Bento ``bentofile`` describes (offline: packages are not locked).
 
     The Bento carries the model ``model_tag`` (``Settings.bento_model_tag``, which the service
-    loads) and, as its own labels, that model's labels updated with ``labels``.
+    loads), the challenger under experiment when the store holds one
+    (:func:`~recommender.serving.bundle.challenger_tag`), and, as its own labels, the champion
+    model's labels updated with ``labels`` (plus the challenger's version).
 
     Returns:
         The Bento's tag, ``name:version``.
     """
     model = bentoml.models.get(model_tag)
-    bento = bentoml.bentos.build_bentofile(
-        str(bentofile),
+    config = yaml.safe_load(bentofile.read_text())
+    own_labels = config.pop("labels", None) or {}
+    challenger = _challenger(model_tag)
+    extra = {CHALLENGER_LABEL: challenger.info.labels[MODEL_VERSION_LABEL]} if challenger else {}
+    bento = bentoml.bentos.build(
+        **config,
+        models=[str(challenger.tag)] if challenger else None,
         build_ctx=str(bentofile.parent),
         version=version,
-        labels={**model.info.labels, **(labels or {})},
+        labels={**own_labels, **model.info.labels, **extra, **(labels or {})},
     )
     return str(bento.tag)
+
+
+CHALLENGER_LABEL = "challenger_version"
+"""A Bento label: the version of the challenger it carries (absent when it carries none)."""
+
+
+def _challenger(model_tag: str) -> bentoml.Model | None:
+    try:
+        return bentoml.models.get(challenger_tag(model_tag))
+    except NotFound:
+        return None
+
+
+def remove_challengers(model_tag: str) -> int:
+    """Delete every stored version of the challenger model; returns how many."""
+    name = bentoml.Tag.from_taglike(challenger_tag(model_tag)).name
+    stored = bentoml.models.list(name)
+    for model in stored:
+        bentoml.models.delete(model.tag)
+    return len(stored)
 
 
 class PackagingError(ValueError):
@@ -131,20 +162,22 @@ def clean_leftovers(*, model_tag: str, bentofile: Path = BENTOFILE) -> list[Path
     when the process exits normally; a store entry (``models/<name>/<version>``,
     ``bentos/<name>/<version>``) is created before its files are copied in, and one without
     its ``model.yaml`` / ``bento.yaml`` breaks BentoML's listing. Only this project's names
-    are touched. (A model is staged in the system's temporary directory, shared with other
+    are touched (the champion's and the challenger's models). (A model is staged in the
+    system's temporary directory, shared with other
     processes that may be importing right now: that is left to the system's cleaner.)
 
     Returns:
         The paths removed.
     """
-    model_name = bentoml.Tag.from_taglike(model_tag).name
+    model_names = (_model_name(model_tag), _model_name(challenger_tag(model_tag)))
     bento_name = _bento_name(bentofile)
     home = Path(BentoMLContainer.bentoml_home.get())
     leftovers = [
         *(home / "tmp").glob(f"bentoml_bento_{bento_name}*"),
         *(
             entry
-            for entry in (home / "models" / model_name).glob("*")
+            for name in model_names
+            for entry in (home / "models" / name).glob("*")
             if entry.is_dir() and not (entry / "model.yaml").is_file()
         ),
         *(
@@ -229,16 +262,50 @@ def package_and_promote(
     return bento_tag
 
 
+def _import_version(
+    version: ModelVersion, catalog: Path, *, name: str, metadata: dict[str, Any]
+) -> str:
+    """Fetch a registered version's model and import it (with ``catalog``) as BentoML ``name``."""
+    with tempfile.TemporaryDirectory(prefix="movierec-version-") as scratch:
+        return import_model(
+            registry.download_model_dir(version, Path(scratch)),
+            catalog,
+            name=name,
+            labels=lineage_labels(
+                model_version=version.version,
+                run_id=version.run_id or "",
+                feature_version=version.tags.get("feature_version", ""),
+            ),
+            metadata=metadata,
+        )
+
+
+def _model_name(tag: str) -> str:
+    return bentoml.Tag.from_taglike(tag).name
+
+
+def _is_version(labels: dict[str, str], version: ModelVersion | None) -> bool:
+    if version is None:
+        return not labels
+    return (labels.get(MODEL_VERSION_LABEL), labels.get(RUN_ID_LABEL)) == (
+        str(version.version),
+        version.run_id,
+    )
+
+
 def reconcile_serving(
     client: MlflowClient, name: str, *, catalog: Path, model_tag: str
 ) -> tuple[list[Path], str | None]:
-    """Make the store's latest model and Bento the registry's champion again, if they are not.
+    """Make the store's latest model and Bento the registry's champion (and the challenger of
+    a running experiment) again, if they are not.
 
     Removes the leftovers of a killed import or build (:func:`clean_leftovers`), then compares
     the lineage labels (model version and run id) of the model the service loads and of the
-    latest Bento with the ``champion`` version. On a mismatch the champion's model is fetched
-    from the registry and packaged anew: the newest import is BentoML's ``latest`` (by creation
-    time), so the store names the champion again.
+    latest Bento with the ``champion`` version, and the stored challenger with the version under
+    experiment (:func:`~recommender.tracking.registry.running_challenger`; none when no
+    experiment runs). On a mismatch the version's model is fetched from the registry and
+    imported anew (the newest import is BentoML's ``latest``, by creation time) and the Bento
+    rebuilt.
 
     Returns:
         The leftovers removed, and the tag of the Bento built (None when nothing was packaged).
@@ -248,23 +315,145 @@ def reconcile_serving(
         champion = registry.champion_version(client, name)
         if champion is None:
             return removed, None
-        wanted = {MODEL_VERSION_LABEL: str(champion.version), RUN_ID_LABEL: champion.run_id}
-        if all(
-            {key: labels.get(key) for key in wanted} == wanted
-            for labels in served_labels(model_tag=model_tag)
-        ):
+        challenger = registry.running_challenger(client, name)
+        model_labels, bento_labels = served_labels(model_tag=model_tag)
+        champion_ok = _is_version(model_labels, champion) and _is_version(bento_labels, champion)
+        stored_challenger = _challenger(model_tag)
+        challenger_ok = _is_version(
+            dict(stored_challenger.info.labels) if stored_challenger else {}, challenger
+        ) and bento_labels.get(CHALLENGER_LABEL) == (challenger.version if challenger else None)
+        if champion_ok and challenger_ok:
             return removed, None
-        with tempfile.TemporaryDirectory(prefix="movierec-champion-") as scratch:
-            bento_tag = package(
-                registry.download_model_dir(champion, Path(scratch)),
-                catalog,
-                labels=lineage_labels(
-                    model_version=champion.version,
-                    run_id=champion.run_id or "",
-                    feature_version=champion.tags.get("feature_version", ""),
-                ),
-                metadata={"reconciled": True},
-                model_tag=model_tag,
+        if not challenger_ok:
+            remove_challengers(model_tag)
+            if challenger is not None:
+                _import_version(
+                    challenger,
+                    catalog,
+                    name=_model_name(challenger_tag(model_tag)),
+                    metadata={"reconciled": True},
+                )
+        if not champion_ok:
+            _import_version(
+                champion, catalog, name=_model_name(model_tag), metadata={"reconciled": True}
             )
+        bento_tag = build_bento(model_tag=model_tag)
     client.set_tag(champion.run_id, "bento_tag", bento_tag)
     return removed, bento_tag
+
+
+def start_experiment(
+    client: MlflowClient,
+    decision: registry.PromotionDecision,
+    *,
+    run_id: str,
+    feature_version: str,
+    model_dir: Path,
+    catalog: Path,
+    model_tag: str,
+    superseded: str | None = None,
+) -> str:
+    """Package the new challenger beside the champion, then record that its experiment runs
+    (online promotion, docs/experiments.md); returns the Bento tag.
+
+    A challenger still under experiment (version ``superseded``) is replaced and tagged so.
+
+    Raises:
+        PackagingError: The model could not be imported or the Bento not built; the store and
+            the Bento go back to the champion alone.
+    """
+    labels = lineage_labels(
+        model_version=decision.version, run_id=run_id, feature_version=feature_version
+    )
+    with promotion_lock():
+        try:
+            remove_challengers(model_tag)
+            import_model(
+                model_dir,
+                catalog,
+                name=_model_name(challenger_tag(model_tag)),
+                labels=labels,
+                metadata={"validation_ndcg": decision.challenger_ndcg},
+            )
+            bento_tag = build_bento(model_tag=model_tag)
+        except (BentoMLException, OSError, ValueError) as exc:
+            remove_challengers(model_tag)
+            reason = registry.record_packaging_failure(client, decision, run_id, exc)
+            raise PackagingError(reason) from exc
+        if superseded is not None:
+            registry.end_experiment(
+                client, decision.registered_model, superseded, f"superseded by v{decision.version}"
+            )
+        client.set_tag(run_id, "bento_tag", bento_tag)
+        registry.start_experiment(client, decision, run_id)  # last: both are servable by now
+    return bento_tag
+
+
+def end_experiment(
+    client: MlflowClient, name: str, challenger: ModelVersion, *, promote: bool, model_tag: str
+) -> str:
+    """Act on an experiment's decision; returns the tag of the Bento built.
+
+    ``promote``: the challenger's stored model is imported as the champion's, the challenger
+    removed, the Bento rebuilt, and ``champion`` moved last. Otherwise the challenger is removed
+    and the Bento rebuilt with the champion alone. Either way the version is tagged with the
+    outcome and loses the ``challenger`` alias. A kill at any step leaves what
+    :func:`reconcile_serving` repairs: the experiment then still runs.
+
+    Raises:
+        LookupError: ``promote`` but the store lacks the challenger's model (reconcile first).
+    """
+    with promotion_lock():
+        if promote:
+            stored = _challenger(model_tag)
+            if stored is None or not _is_version(dict(stored.info.labels), challenger):
+                raise LookupError(
+                    f"the BentoML store does not hold challenger v{challenger.version}; run "
+                    "the reconcile (movierec train does) before promoting"
+                )
+            bundle = Path(stored.path)
+            import_model(
+                bundle / MODEL_DIR,
+                bundle / CATALOG_FILE,
+                name=_model_name(model_tag),
+                labels=dict(stored.info.labels),
+                metadata={"promoted_online": True},
+            )
+        remove_challengers(model_tag)
+        bento_tag = build_bento(model_tag=model_tag)
+        if promote:
+            registry.move_champion(client, name, challenger.version)
+        registry.end_experiment(
+            client, name, challenger.version, "promoted" if promote else "kept champion"
+        )
+    return bento_tag
+
+
+def rollback(
+    client: MlflowClient, name: str, *, catalog: Path, model_tag: str
+) -> tuple[str, str, str]:
+    """Give ``champion`` back to the version it replaced, packaged first; an experiment that
+    runs is ended (its challenger removed).
+
+    Returns:
+        The version rolled back from, the version now champion, and the Bento tag.
+
+    Raises:
+        NoChampionError: No champion, or it replaced no earlier version.
+    """
+    current = registry.champion_lineage(client, name)["version"]
+    previous = registry.previous_champion(client, name)
+    with promotion_lock():
+        running = registry.running_challenger(client, name)
+        remove_challengers(model_tag)
+        _import_version(
+            previous, catalog, name=_model_name(model_tag), metadata={"rolled_back_from": current}
+        )
+        bento_tag = build_bento(model_tag=model_tag)
+        if running is not None:
+            registry.end_experiment(client, name, running.version, "ended by rollback")
+        # Not move_champion: the restored version keeps its own previous_champion, so a second
+        # rollback goes one step further back rather than forth again.
+        client.set_registered_model_alias(name, registry.CHAMPION, previous.version)
+        client.set_model_version_tag(name, current, "rolled_back", "true")
+    return current, str(previous.version), bento_tag

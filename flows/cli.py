@@ -97,7 +97,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from flows.training import training_flow
 
-    training_flow(**_protocol_options(args), feature_version=args.feature_version)
+    training_flow(**_protocol_options(args), feature_version=args.feature_version, model=args.model)
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from flows.rollback import rollback_flow
+
+    rollback_flow()
     return 0
 
 
@@ -154,7 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--feature-version", help="train on this stored feature version (default: build anew)"
     )
+    train.add_argument(
+        "--model",
+        choices=("als", "popularity"),
+        default="als",
+        help="als (tuned), or the most-popular baseline as a servable model, e.g. as an "
+        "experiment's other arm (default: als)",
+    )
     train.set_defaults(handler=_cmd_train)
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="give champion back to the version it replaced and rebuild the Bento with it",
+    )
+    rollback.set_defaults(handler=_cmd_rollback)
 
     predict = commands.add_parser(
         "predict", help="write the champion's top-k for every known user as Parquet"

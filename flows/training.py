@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 
@@ -20,8 +20,10 @@ def training_flow(
     trials: int | None = None,
     min_rating: float | None = None,
     feature_version: str | None = None,
+    model: Literal["als", "popularity"] = "als",
 ) -> dict[str, Any]:
-    """Train, evaluate, log and register a model; the gate decides on ``champion``.
+    """Train, evaluate, log and register a model; the gate (offline promotion) or an online
+    experiment (``MOVIEREC_PROMOTION=online``, docs/experiments.md) decides on ``champion``.
 
     First the run reconciles: runs killed mid-log are failed, leftovers of a killed packaging
     removed, and the champion packaged again if the BentoML store's latest is not it. A model
@@ -39,6 +41,8 @@ def training_flow(
         trials: ALS configurations tried on the validation split.
         min_rating: Count only ratings at least this as interactions.
         feature_version: Train on this stored feature version instead of building features.
+        model: ``als`` (tuned) or ``popularity``, the most-popular baseline in the same served
+            form (its validation ndcg is the baseline's on the same validation split).
 
     Returns:
         The MLflow run id, model version, feature version, metrics and the gate's decision.
@@ -54,6 +58,7 @@ def training_flow(
     )
     feature_version = feature_version or settings.feature_version
     tracking_uri, store_root = settings.mlflow_uri, settings.features_dir
+    name = settings.registered_model_name
     # Before any work: an unreachable server fails fast.
     training.connect_tracking(
         tracking_uri, settings.mlflow_experiment, settings.mlflow_artifacts_dir
@@ -62,7 +67,7 @@ def training_flow(
     training.reconcile_serving(
         tracking_uri,
         settings.mlflow_experiment,
-        settings.registered_model_name,
+        name,
         settings.catalog_table,
         bento_model_tag=settings.bento_model_tag,
         stale_run_hours=settings.stale_run_hours,
@@ -76,34 +81,62 @@ def training_flow(
         )
     interactions = feature_set.tables["interactions"]
     report = training.evaluate(interactions, protocol)
-    model_dir = training.train_final(
-        interactions,
-        feature_set.tables["movie_features"],
-        report.best_config,
-        settings.models_dir / feature_set.version,
-        seed=protocol.seed,
-        use_gpu=settings.use_gpu,
-    )
+    model_dir = settings.models_dir / feature_set.version
+    if model == "popularity":
+        model_dir = training.train_popularity(
+            interactions, feature_set.tables["movie_features"], report.best_config, model_dir
+        )
+        validation_ndcg = report.tuning.popularity_validation_ndcg
+    else:
+        model_dir = training.train_final(
+            interactions,
+            feature_set.tables["movie_features"],
+            report.best_config,
+            model_dir,
+            seed=protocol.seed,
+            use_gpu=settings.use_gpu,
+        )
+        validation_ndcg = report.validation_ndcg
     run_id, model_uri = training.log_run(
         report,
         model_dir,
         feature_set,
         store_root,
-        {**protocol.to_params(), "env": settings.env},
+        {**protocol.to_params(), "env": settings.env, "model": model},
+        validation_ndcg,
     )
+    online = settings.promotion == "online"
+    superseded = training.running_challenger(tracking_uri, name) if online else None
     decision = training.register_challenger(
         tracking_uri,
-        settings.registered_model_name,
+        name,
         model_uri,
         run_id,
-        report.validation_ndcg,
+        validation_ndcg,
         feature_set.version,
         k=protocol.k,
         margin=settings.promotion_margin,
     )
     training.publish_training_report(report, decision)
     bento_tag = None
-    if decision.promoted:  # package first, move champion last
+    experiment = online and decision.champion_version is not None
+    if experiment:
+        bento_tag = training.start_experiment(
+            tracking_uri,
+            model_dir,
+            settings.catalog_table,
+            run_id,
+            decision,
+            feature_set.version,
+            bento_model_tag=settings.bento_model_tag,
+            superseded=superseded,
+        )
+        print(
+            f"Online promotion: v{decision.version} is the challenger of an experiment against "
+            f"champion v{decision.champion_version} (Bento {bento_tag}); serve it with "
+            "MOVIEREC_EXPERIMENT_MODE=ab or shadow, and `movierec monitor` decides."
+        )
+    elif decision.promoted:  # package first, move champion last
         bento_tag = training.package_and_promote(
             tracking_uri,
             model_dir,
@@ -118,9 +151,9 @@ def training_flow(
     print(
         f"Feature version {feature_set.version} in {store_root}; MLflow run {run_id}; "
         f"{decision.registered_model} v{decision.version}: "
-        f"{'champion' if decision.promoted else 'challenger'} ({decision.reason}) "
-        f"Test ndcg@{report.k} {als['ndcg']:.4f}, validation ndcg@{report.k} "
-        f"{report.validation_ndcg:.4f}."
+        f"{'champion' if decision.promoted and not experiment else 'challenger'} "
+        f"({decision.reason}) Test ndcg@{report.k} of ALS {als['ndcg']:.4f}, validation "
+        f"ndcg@{report.k} of the {model} model {validation_ndcg:.4f}."
     )
     return {
         "run_id": run_id,
@@ -130,4 +163,5 @@ def training_flow(
         "metrics": report.to_dict()["models"],
         "decision": decision.to_dict(),
         "bento_tag": bento_tag,
+        "experiment_started": experiment,
     }

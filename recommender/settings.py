@@ -217,10 +217,6 @@ class Settings(BaseSettings):
         description="The BentoML model the service loads; 'latest' is the newest imported "
         "champion.",
     )
-    bento_challenger_tag: str = Field(
-        default=f"{REGISTERED_MODEL_NAME}-challenger:latest",
-        description="The BentoML model of the challenger under experiment (absent when none).",
-    )
     frontend_dist: Path = Field(
         default=PROJECT_ROOT / "frontend" / "dist",
         description="The built web page, served at / when the directory exists.",

@@ -71,6 +71,14 @@ def train_final(
 
 
 @task(cache_policy=NO_CACHE)
+def train_popularity(
+    interactions: pl.DataFrame, movies: pl.DataFrame, config: als.ALSConfig, directory: Path
+) -> Path:
+    """The popularity baseline as a servable model on all interactions, saved to ``directory``."""
+    return als.train_popularity(interactions, config=config, movies=movies).save(directory)
+
+
+@task(cache_policy=NO_CACHE)
 def connect_tracking(uri: str, experiment: str, artifact_root: Path) -> None:
     """Point MLflow at the tracking store; fails at once when a server is down."""
     runs.connect(uri, experiment=experiment, artifact_root=artifact_root)
@@ -83,6 +91,7 @@ def log_run(
     feature_set: FeatureSet,
     store_root: Path,
     params: dict[str, Any],
+    validation_ndcg: float,
 ) -> tuple[str, str]:
     """Log params, metrics, evaluation, plots, inputs and the pyfunc model to MLflow."""
     return runs.log_training_run(
@@ -93,6 +102,7 @@ def log_run(
         feature_path=FeatureStore(store_root).directory(feature_set.name, feature_set.version),
         data_manifest=feature_set.metadata["source_manifest"],
         params=params,
+        validation_ndcg=validation_ndcg,
     )
 
 
@@ -165,6 +175,49 @@ def package_and_promote(
         catalog=catalog,
         model_tag=bento_model_tag,
     )
+
+
+@task(cache_policy=NO_CACHE)
+def running_challenger(tracking_uri: str, name: str) -> str | None:
+    """The version under online experiment, if one runs."""
+    version = registry.running_challenger(runs.client(tracking_uri), name)
+    return None if version is None else str(version.version)
+
+
+@task(cache_policy=NO_CACHE)
+def start_experiment(
+    tracking_uri: str,
+    model_dir: Path,
+    catalog: Path,
+    run_id: str,
+    decision: registry.PromotionDecision,
+    feature_version: str,
+    *,
+    bento_model_tag: str,
+    superseded: str | None,
+) -> str:
+    """Package the challenger beside the champion and start its online experiment."""
+    return store.start_experiment(
+        runs.client(tracking_uri),
+        decision,
+        run_id=run_id,
+        feature_version=feature_version,
+        model_dir=model_dir,
+        catalog=catalog,
+        model_tag=bento_model_tag,
+        superseded=superseded,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def rollback(
+    tracking_uri: str, name: str, catalog: Path, *, bento_model_tag: str
+) -> dict[str, str]:
+    """Package the previous champion and give it the alias back."""
+    current, previous, bento_tag = store.rollback(
+        runs.client(tracking_uri), name, catalog=catalog, model_tag=bento_model_tag
+    )
+    return {"from_version": current, "to_version": previous, "bento_tag": bento_tag}
 
 
 @task

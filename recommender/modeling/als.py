@@ -250,20 +250,40 @@ class ALSRecommender:
             )
             model.fit(user_items, show_progress=False)
         self._model = model.to_cpu() if use_gpu else model
-        genre_names, item_genres = _genre_matrix(matrix.movies, movies)
-        popularity = np.bincount(user_items.indices, minlength=user_items.shape[1])
-        self._state = _State(
-            user_items=user_items,
-            users=matrix.users,
-            movies=matrix.movies,
-            matrix_config=matrix.config,
-            fold_in_confidence=_mean_column_confidence(user_items),
-            popularity=popularity.astype(np.float32),
-            popular_order=np.lexsort((matrix.movies.ids, -popularity)),
-            genre_names=genre_names,
-            item_genres=item_genres,
-        )
+        self._state = _serving_state(matrix, user_items, movies)
         return self
+
+    @classmethod
+    def popularity_baseline(
+        cls, matrix: InteractionMatrix, *, movies: pl.DataFrame | None = None
+    ) -> ALSRecommender:
+        """The most-popular baseline in this model's form, so it can be served and compared
+        online like any model: one factor, 1 for every user and, for each movie, its number of
+        training users over the largest such number. Every user's ranking is then the
+        popularity order without the movies they have seen; a visitor folded in from liked
+        movies gets it too (their one factor solves to a positive number).
+
+        Raises:
+            ValueError: ``matrix`` has no interactions.
+        """
+        if matrix.matrix.nnz == 0:
+            raise ValueError("matrix has no interactions to count")
+        user_items = csr_matrix(matrix.matrix, dtype=np.float32)
+        state = _serving_state(matrix, user_items, movies)
+        params = ALSParams(factors=1, regularization=0.01, alpha=1.0, iterations=1)
+        with threadpoolctl.threadpool_limits(1, "blas"):  # as in fit: implicit warns otherwise
+            model = implicit.cpu.als.AlternatingLeastSquares(
+                factors=params.factors,
+                regularization=params.regularization,
+                alpha=params.alpha,
+                iterations=params.iterations,
+            )
+        model.user_factors = np.ones((user_items.shape[0], 1), dtype=np.float32)
+        scale = max(float(state.popularity.max()), 1.0)
+        model.item_factors = (state.popularity / scale).reshape(-1, 1).astype(np.float32)
+        recommender = cls(params, random_state=None)
+        recommender._model, recommender._state = model, state
+        return recommender
 
     @property
     def user_ids(self) -> np.ndarray:
@@ -623,6 +643,17 @@ class ALSRecommender:
         ]
 
 
+def train_popularity(
+    interactions: pl.DataFrame,
+    *,
+    config: ALSConfig | None = None,
+    movies: pl.DataFrame | None = None,
+) -> ALSRecommender:
+    """:meth:`ALSRecommender.popularity_baseline` on the matrix ``config.matrix`` describes."""
+    matrix = build_interaction_matrix(interactions, config=(config or ALSConfig()).matrix)
+    return ALSRecommender.popularity_baseline(matrix, movies=movies)
+
+
 def train_als(
     interactions: pl.DataFrame,
     *,
@@ -636,6 +667,25 @@ def train_als(
     matrix = build_interaction_matrix(interactions, config=config.matrix)
     return ALSRecommender(config.als, random_state=random_state, use_gpu=use_gpu).fit(
         matrix, movies=movies
+    )
+
+
+def _serving_state(
+    matrix: InteractionMatrix, user_items: csr_matrix, movies: pl.DataFrame | None
+) -> _State:
+    """What serving needs besides the factors: id maps, popularity, genres, fold-in weights."""
+    genre_names, item_genres = _genre_matrix(matrix.movies, movies)
+    popularity = np.bincount(user_items.indices, minlength=user_items.shape[1])
+    return _State(
+        user_items=user_items,
+        users=matrix.users,
+        movies=matrix.movies,
+        matrix_config=matrix.config,
+        fold_in_confidence=_mean_column_confidence(user_items),
+        popularity=popularity.astype(np.float32),
+        popular_order=np.lexsort((matrix.movies.ids, -popularity)),
+        genre_names=genre_names,
+        item_genres=item_genres,
     )
 
 

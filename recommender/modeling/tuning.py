@@ -11,6 +11,7 @@ import polars as pl
 
 from recommender.features.build import MatrixConfig, Weighting
 from recommender.modeling.als import ALSConfig, ALSParams, train_als
+from recommender.modeling.baselines import popularity_top_k
 from recommender.modeling.metrics import check_k, ndcg_at_k
 from recommender.modeling.protocol import DEFAULT_PROTOCOL, SplitKind
 from recommender.modeling.splits import Holdout, Split, split_interactions
@@ -56,11 +57,13 @@ class Trial:
 
 @dataclass(frozen=True)
 class TuningResult:
-    """The search's outcome; ``split`` is the train/validation split of the train part."""
+    """The search's outcome; ``split`` is the train/validation split of the train part, on
+    which the popularity baseline is scored too (``popularity_validation_ndcg``)."""
 
     best: ALSConfig
     validation_ndcg: float
     trials: list[Trial]
+    popularity_validation_ndcg: float
     split: Split
     seconds: float
 
@@ -111,6 +114,7 @@ def tune_als(
         best=best.config,
         validation_ndcg=best.validation_ndcg,
         trials=results,
+        popularity_validation_ndcg=ndcg_at_k(*holdout.hits(popularity_top_k(holdout, k))),
         split=split,
         seconds=time.perf_counter() - started,
     )

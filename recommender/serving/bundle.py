@@ -78,6 +78,13 @@ def check_catalog_covers(model: ALSRecommender, catalog_movie_ids: np.ndarray) -
         )
 
 
+def challenger_tag(model_tag: str) -> str:
+    """The BentoML model of the challenger under experiment beside the champion ``model_tag``:
+    the latest of ``<name>-challenger`` (absent while no experiment runs)."""
+    name = model_tag.split(":", 1)[0]
+    return f"{name}-challenger:latest"
+
+
 def model_version(labels: Mapping[str, str], fallback: str) -> str:
     """The version a response names: the :data:`MODEL_VERSION_LABEL` label, else ``fallback``."""
     return labels.get(MODEL_VERSION_LABEL) or fallback

@@ -136,7 +136,7 @@ def _record_outcome(
 
 def promote(client: MlflowClient, decision: PromotionDecision, run_id: str) -> None:
     """Move ``champion`` to the decided version (its model is packaged by now) and record it."""
-    client.set_registered_model_alias(decision.registered_model, CHAMPION, decision.version)
+    move_champion(client, decision.registered_model, decision.version)
     _record_outcome(client, decision, run_id, promoted=True, reason=decision.reason)
 
 
@@ -231,3 +231,84 @@ def _champion_version(client: MlflowClient, name: str) -> ModelVersion:
             "run the training flow (movierec train) first"
         )
     return version
+
+
+PREVIOUS_CHAMPION_TAG = "previous_champion"
+"""A version tag: the version that was champion when this one took the alias (for rollback)."""
+
+
+def move_champion(client: MlflowClient, name: str, version: str) -> None:
+    """Give ``version`` the ``champion`` alias, remembering on it which version had it."""
+    previous = champion_version(client, name)
+    if previous is not None and str(previous.version) != str(version):
+        client.set_model_version_tag(name, version, PREVIOUS_CHAMPION_TAG, str(previous.version))
+    client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def previous_champion(client: MlflowClient, name: str) -> ModelVersion:
+    """The version the current champion took the alias from (what a rollback returns to).
+
+    Raises:
+        NoChampionError: There is no champion, or it never replaced another version.
+    """
+    champion = _champion_version(client, name)
+    previous = champion.tags.get(PREVIOUS_CHAMPION_TAG)
+    if not previous:
+        raise NoChampionError(
+            f"champion v{champion.version} of {name!r} replaced no earlier version: there is "
+            "nothing to roll back to"
+        )
+    return client.get_model_version(name, previous)
+
+
+EXPERIMENT_TAG = "experiment"
+"""A version tag: ``running`` while the version is the challenger of an online experiment, then
+the outcome (``promoted``, ``kept champion``, ``ended by rollback``)."""
+RUNNING = "running"
+
+
+def start_experiment(client: MlflowClient, decision: PromotionDecision, run_id: str) -> None:
+    """Record that the registered challenger now runs against the champion online (its model is
+    packaged beside the champion's by now); the monitoring flow decides from here."""
+    client.set_model_version_tag(
+        decision.registered_model, decision.version, EXPERIMENT_TAG, RUNNING
+    )
+    client.set_registered_model_alias(decision.registered_model, CHALLENGER, decision.version)
+    client.set_tag(run_id, "promotion.mode", "online")
+    client.set_tag(
+        run_id,
+        "promotion.reason",
+        f"online promotion: v{decision.version} runs as challenger against champion "
+        f"v{decision.champion_version}; the experiment decides (offline gate: {decision.reason})",
+    )
+
+
+def running_challenger(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version under online experiment: the ``challenger`` alias, when that version is
+    tagged :data:`RUNNING` and is not the champion; else None."""
+    try:
+        version = client.get_model_version_by_alias(name, CHALLENGER)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    champion = champion_version(client, name)
+    if version.tags.get(EXPERIMENT_TAG) != RUNNING:
+        return None
+    if champion is not None and str(champion.version) == str(version.version):
+        return None
+    return version
+
+
+def end_experiment(client: MlflowClient, name: str, version: str, outcome: str) -> None:
+    """Tag the challenger with the experiment's ``outcome`` and take its ``challenger`` alias
+    (when the alias still points at it: a newer challenger keeps it)."""
+    client.set_model_version_tag(name, version, EXPERIMENT_TAG, outcome)
+    try:
+        holder = client.get_model_version_by_alias(name, CHALLENGER)
+    except MlflowException as exc:  # already gone: a rerun after a kill
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return
+        raise
+    if str(holder.version) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)

@@ -125,6 +125,7 @@ def log_training_run(
     feature_path: Path,
     data_manifest: dict[str, Any],
     params: dict[str, Any],
+    validation_ndcg: float | None = None,
 ) -> tuple[str, str]:
     """Log one training run: params, metrics, evaluation, plots, inputs and the pyfunc model.
 
@@ -136,6 +137,8 @@ def log_training_run(
         feature_path: Where the feature version lives.
         data_manifest: The processed data manifest the features were built from.
         params: Further run parameters (split, seed, trials, ...). Never pass secrets.
+        validation_ndcg: The logged model's validation ndcg@k (``val_ndcg_at_<k>``, what the
+            promotion gate compares); default: the tuned ALS configuration's.
 
     Returns:
         ``(run_id, model_uri)`` of the logged run and model.
@@ -152,7 +155,8 @@ def log_training_run(
                 "data_content_hash": data_manifest.get("content_hash", ""),
             }
         )
-        metrics = {f"val_ndcg_at_{k}": report.validation_ndcg}
+        validation = report.validation_ndcg if validation_ndcg is None else validation_ndcg
+        metrics = {f"val_ndcg_at_{k}": validation}
         for model, scores in report.to_dict()["models"].items():
             for metric in ("precision", "recall", "ndcg", "map", "coverage"):
                 metrics[f"test_{model}_{metric}_at_{k}"] = scores[metric]
