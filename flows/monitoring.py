@@ -9,10 +9,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow
+from recommender.experiments.analysis import ExperimentConfig
 
 from flows.batch_prediction import batch_prediction_flow
+from recommender.experiments.assignment import experiment_id
 from recommender.monitoring import report
-from recommender.settings import get_settings
+from recommender.settings import Settings, get_settings
 from tasks import monitoring
 
 
@@ -48,7 +50,8 @@ def monitoring_flow(k: int | None = None) -> dict[str, Any]:
             monitoring.overlap(champion_file, older_file),
         )
 
-    online = monitoring.measure_online(settings.impression_log, settings.feedback_log)
+    impressions, events = monitoring.read_online(settings.impression_log, settings.feedback_log)
+    online = monitoring.measure_online(impressions, events)
     created = datetime.now().astimezone()
     monitoring_report = report.build_report(
         registered_model=name,
@@ -66,6 +69,9 @@ def monitoring_flow(k: int | None = None) -> dict[str, Any]:
         feedback_interactions=settings.retrain_feedback_interactions,
         cooldown=timedelta(hours=settings.retrain_cooldown_hours),
     )
+    running = monitoring.running_experiment(settings.mlflow_uri, name)
+    if running is not None and settings.experiment_mode != "off":
+        monitoring_report["experiment"] = _experiment(settings, running, impressions, events, k)
     state = settings.monitoring_events_state
     monitoring_report["events"] = monitoring.decide_events(monitoring_report, thresholds, state)
     directory = settings.monitoring_dir / created.strftime("%Y%m%dT%H%M%S.%f")
@@ -82,3 +88,42 @@ def monitoring_flow(k: int | None = None) -> dict[str, Any]:
     print(report.markdown_summary(monitoring_report))
     print(f"Report: {files['html']}")
     return monitoring_report
+
+
+def _experiment(
+    settings: Settings, running: dict[str, str], impressions: Any, events: Any, k: int | None
+) -> dict[str, Any]:
+    """Analyse the running experiment; with online promotion, act on a final decision."""
+    name = settings.registered_model_name
+    result = monitoring.analyze_experiment(
+        impressions,
+        events,
+        experiment=experiment_id(
+            running["champion"], running["challenger"], salt=settings.experiment_salt
+        ),
+        mode=settings.experiment_mode,
+        config=ExperimentConfig(
+            share=settings.experiment_share,
+            alpha=settings.experiment_alpha,
+            power=settings.experiment_power,
+            mde=settings.experiment_mde,
+            min_users=settings.experiment_min_users,
+        ),
+        k=k or settings.k,
+    )
+    result["action"] = None
+    if settings.promotion == "online" and result["decision"] in ("promote", "keep champion"):
+        promote = result["decision"] == "promote"
+        bento_tag = monitoring.end_experiment(
+            settings.mlflow_uri,
+            name,
+            running["challenger"],
+            settings.catalog_table,
+            promote=promote,
+            bento_model_tag=settings.bento_model_tag,
+        )
+        result["action"] = (
+            f"{'promoted' if promote else 'kept the champion over'} v{running['challenger']}; "
+            f"Bento {bento_tag} (redeploy or restart the service to serve it)"
+        )
+    return result

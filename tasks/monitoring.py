@@ -12,7 +12,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from bentos import store
 from recommender.data import feedback, storage
+from recommender.experiments import analysis
 from recommender.features import build as features
 from recommender.features.store import FeatureStore
 from recommender.monitoring import beyond_accuracy, drift, online, report
@@ -74,12 +76,68 @@ def _length(predictions: pl.DataFrame) -> int:
 
 
 @task(cache_policy=NO_CACHE)
-def measure_online(impression_log: Path, feedback_log: Path) -> dict[str, Any]:
+def read_online(impression_log: Path, feedback_log: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The impression log and the feedback events."""
+    return read_impressions(impression_log), feedback.read_events(feedback_log).events
+
+
+@task(cache_policy=NO_CACHE)
+def measure_online(impressions: pl.DataFrame, events: pl.DataFrame) -> dict[str, Any]:
     """Online quality per model version and endpoint, from the impressions and the feedback
     that names them."""
-    return online.online_quality(
-        read_impressions(impression_log), feedback.read_events(feedback_log).events
+    return online.online_quality(impressions, events)
+
+
+@task(**TRACKING_RETRIES, cache_policy=NO_CACHE)
+def running_experiment(tracking_uri: str, name: str) -> dict[str, str] | None:
+    """The champion and challenger versions of the online experiment that runs, if one does."""
+    client = runs.client(tracking_uri)
+    challenger = registry.running_challenger(client, name)
+    if challenger is None:
+        return None
+    champion = registry.champion_lineage(client, name)["version"]
+    return {"champion": champion, "challenger": str(challenger.version)}
+
+
+@task(cache_policy=NO_CACHE)
+def analyze_experiment(
+    impressions: pl.DataFrame,
+    events: pl.DataFrame,
+    *,
+    experiment: str,
+    mode: str,
+    config: analysis.ExperimentConfig,
+    k: int,
+) -> dict[str, Any]:
+    """Per-arm online quality, the difference, SRM and the decision (shadow: agreement)."""
+    return analysis.experiment_report(
+        impressions, events, experiment=experiment, mode=mode, config=config, k=k
     )
+
+
+@task(**TRACKING_RETRIES, cache_policy=NO_CACHE)
+def end_experiment(
+    tracking_uri: str,
+    name: str,
+    challenger: str,
+    catalog: Path,
+    *,
+    promote: bool,
+    bento_model_tag: str,
+) -> str:
+    """Act on the decision through the resumable sequence (reconciled first); the Bento tag."""
+    client = runs.client(tracking_uri)
+    store.reconcile_serving(client, name, catalog=catalog, model_tag=bento_model_tag)
+    version = client.get_model_version(name, challenger)
+    bento_tag = store.end_experiment(
+        client, name, version, promote=promote, model_tag=bento_model_tag
+    )
+    emit_event(
+        event=report.EXPERIMENT_PROMOTED if promote else report.EXPERIMENT_KEPT,
+        resource=report.event_resource(name),
+        payload={"challenger": challenger, "bento_tag": bento_tag},
+    )
+    return bento_tag
 
 
 @task(cache_policy=NO_CACHE)

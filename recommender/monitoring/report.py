@@ -23,6 +23,8 @@ from recommender.monitoring.drift import DriftReport, categorical_counts
 
 DRIFT_EVENT = "movierec.drift.detected"
 FEEDBACK_EVENT = "movierec.feedback.accumulated"
+EXPERIMENT_PROMOTED = "movierec.experiment.promoted"
+EXPERIMENT_KEPT = "movierec.experiment.kept-champion"
 
 
 def event_resource(registered_model: str) -> dict[str, str]:
@@ -148,7 +150,49 @@ def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
             metrics[f"{prefix}.{name}"] = float(group[name])
     for name in ("without_impression", "unknown_impression_or_movie"):
         metrics[f"online.feedback_{name}"] = float(report["online"][name])
+    experiment = report.get("experiment")
+    if experiment:
+        for arm, figures in experiment["arms"].items():
+            for name in ("impressions", "users", "click_rate", "like_rate"):
+                metrics[f"experiment.{arm}.{name}"] = float(figures[name])
+        metrics["experiment.difference"] = float(experiment["difference"]["estimate"])
+        metrics["experiment.srm_p_value"] = float(experiment["srm"]["p_value"])
+        if "shadow" in experiment:
+            for name in ("overlap_at_k", "rank_correlation"):
+                metrics[f"experiment.shadow.{name}"] = float(experiment["shadow"][name])
     return metrics
+
+
+def experiment_lines(experiment: Mapping[str, Any]) -> list[str]:
+    """The experiment's verdict and figures, as markdown list items."""
+    lines = [
+        f"- experiment **{experiment['experiment']}** ({experiment['mode']}): "
+        f"**{experiment['decision']}**: {experiment['reason']}"
+    ]
+    for arm, figures in experiment["arms"].items():
+        low, high = figures["click_rate_ci"]
+        lines.append(
+            f"- {arm} v{figures['model_version']}: {figures['users']:,} users, "
+            f"{figures['impressions']:,} impressions, click rate {figures['click_rate']:.2%} "
+            f"({low:.2%}-{high:.2%}), like rate {figures['like_rate']:.2%}"
+        )
+    difference = experiment["difference"]
+    low, high = difference["always_valid_ci"]
+    srm = experiment["srm"]
+    lines.append(
+        f"- click rate difference {difference['estimate']:+.2%} (always-valid interval "
+        f"{low:+.2%} to {high:+.2%}); sample ratio p = {srm['p_value']:.3g}"
+        + (" **SAMPLE RATIO MISMATCH**" if srm["flagged"] else "")
+    )
+    if "shadow" in experiment:
+        shadow = experiment["shadow"]
+        lines.append(
+            f"- shadow: {shadow['requests']:,} requests ranked by both, overlap@k "
+            f"{shadow['overlap_at_k']:.3f}, rank correlation {shadow['rank_correlation']:.3f}"
+        )
+    if experiment.get("action"):
+        lines.append(f"- action: {experiment['action']}")
+    return lines
 
 
 def markdown_summary(report: Mapping[str, Any]) -> str:
@@ -175,6 +219,8 @@ def markdown_summary(report: Mapping[str, Any]) -> str:
             f"{group['impressions']:,} impressions, click rate {group['click_rate']:.1%} "
             f"({low:.1%}-{high:.1%}), like rate {group['like_rate']:.1%}"
         )
+    if report.get("experiment"):
+        lines.extend(experiment_lines(report["experiment"]))
     online = report["online"]
     if online["without_impression"] or online["unknown_impression_or_movie"]:
         lines.append(
