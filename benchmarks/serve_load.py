@@ -13,11 +13,15 @@ its CPU use is printed so that it can be seen not to be the bottleneck.
 
 A third server is the same Bento with the impression log off (``MOVIEREC_LOG_IMPRESSIONS=false``):
 every answer of ``bentoml serve`` is an impression appended to the log in batches, and its cost
-is the ratio of the two.
+is the ratio of the two. Two more run an experiment against a challenger (a second model of the
+same data, docs/experiments.md): ``ab`` (10 % of users see the challenger) and ``shadow`` (the
+challenger also ranks every request, logged only); the memory (RSS of the arbiter and workers)
+of each server is printed, showing what holding two models costs.
 
-Targets: with 32 connections BentoML serves >= 70 % of the bare app's requests/s, and >= 90 %
-of its own requests/s without the impression log; with 4 connections its p99 latency is
-<= 15 ms; no errors. Exits 1 when one is missed.
+Targets: with 32 connections BentoML serves >= 70 % of the bare app's requests/s, >= 90 %
+of its own requests/s without the impression log, and in ab mode >= 95 % of its requests/s with
+the experiment off; with 4 connections its p99 latency is <= 15 ms; no errors. Shadow mode's
+cost (one more ranking per request) is printed. Exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from recommender.serving.bundle import challenger_tag
 from recommender.settings import PROJECT_ROOT
 from support.servers import HOST, free_port, isolated_env, running_server
 
 THROUGHPUT_TARGET = 0.70
 IMPRESSIONS_TARGET = 0.90
 NO_IMPRESSIONS = "bentoml no impr."
+AB, SHADOW = "bentoml ab", "bentoml shadow"
+AB_TARGET = 0.95
 P99_TARGET_MS = 15.0
 WARMUP_SECONDS = 2.0
 
@@ -203,7 +210,27 @@ def prepare(home: Path) -> tuple[Path, list[int]]:
     from support.sample_model import import_sample
 
     tag, model = import_sample(home / "trained", model_version="benchmark")
+    # The challenger: the same training on the same data under another version (the ranking
+    # costs the same; what the experiment adds is the assignment, the second model's memory
+    # and, in shadow mode, a second ranking).
+    import_sample(
+        home / "challenger",
+        model_version="challenger",
+        name=bentoml.Tag.from_taglike(challenger_tag(tag)).name,
+    )
     return Path(bentoml.models.get(tag).path), model.user_ids.tolist()
+
+
+def server_rss_mb(port: int) -> float:
+    """Resident memory of the server listening on ``port`` and of its child processes, in MB."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "--port" in cmdline and cmdline[cmdline.index("--port") + 1 :][:1] == [str(port)]:
+            family = [process, *process.children(recursive=True)]
+            return sum(p.memory_info().rss for p in family) / 2**20
+    raise LookupError(f"no server process with --port {port}")
 
 
 def report(name: str, connections: int, result: LoadResult) -> None:
@@ -242,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         requests = request_bytes(
             "/recommend", [f'{{"user_id": {user}, "k": 10}}'.encode() for user in users]
         )
-        names = ("bare starlette", "bentoml serve", NO_IMPRESSIONS)
+        names = ("bare starlette", "bentoml serve", NO_IMPRESSIONS, AB, SHADOW)
         ports = {name: free_port() for name in names}
         bento = [sys.executable, "-m", "bentoml", "serve", "bentos.service:MovieRecommender"]
         commands = {
@@ -250,11 +277,15 @@ def main(argv: list[str] | None = None) -> int:
             + ["--port", str(ports["bare starlette"])],
             "bentoml serve": [*bento, "--host", HOST, "--port", str(ports["bentoml serve"])],
             NO_IMPRESSIONS: [*bento, "--host", HOST, "--port", str(ports[NO_IMPRESSIONS])],
+            AB: [*bento, "--host", HOST, "--port", str(ports[AB])],
+            SHADOW: [*bento, "--host", HOST, "--port", str(ports[SHADOW])],
         }
         envs = {
             "bare starlette": env,
             "bentoml serve": env,
             NO_IMPRESSIONS: {**env, "MOVIEREC_LOG_IMPRESSIONS": "false"},
+            AB: {**env, "MOVIEREC_EXPERIMENT_MODE": "ab"},
+            SHADOW: {**env, "MOVIEREC_EXPERIMENT_MODE": "shadow"},
         }
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} before the runs")
         print(
@@ -270,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                         command, port=ports[name], env=envs[name], cwd=PROJECT_ROOT, log=log
                     )
                 )
+            for name in commands:
+                print(f"{name:<16} RSS {server_rss_mb(ports[name]):.0f} MB after start")
             # Alternating the servers at each level spreads any background load over both.
             for connections in args.connections:
                 for name in commands:
@@ -283,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     return _verdict(results, args.connections)
 
 
-def _verdict(results: dict[tuple[str, int], LoadResult], connections: list[int]) -> int:
+def _verdict(results: dict[tuple[str, int], LoadResult], connections_: list[int]) -> int:
     missed = []
-    most, fewest = max(connections), min(connections)
+    most, fewest = max(connections_), min(connections_)
     ratio = results["bentoml serve", most].rate / results["bare starlette", most].rate
     print(f"bentoml / bare throughput at {most} connections: {ratio:.2f} (target >= 0.70)")
     if most == 32 and ratio < THROUGHPUT_TARGET:
@@ -297,6 +330,18 @@ def _verdict(results: dict[tuple[str, int], LoadResult], connections: list[int])
     )
     if most == 32 and logged < IMPRESSIONS_TARGET:
         missed.append("impression log cost")
+    ab = results[AB, most].rate / results["bentoml serve", most].rate
+    print(f"ab / off throughput at {most} connections: {ab:.2f} (target >= {AB_TARGET:.2f})")
+    if most == 32 and ab < AB_TARGET:
+        missed.append("ab throughput")
+    for connections in connections_:
+        shadow = results[SHADOW, connections]
+        off = results["bentoml serve", connections]
+        print(
+            f"shadow / off at {connections} connections: throughput "
+            f"{shadow.rate / off.rate:.2f}, p50 {shadow.percentile(0.5):.2f} against "
+            f"{off.percentile(0.5):.2f} ms (the second ranking)"
+        )
     p99 = results["bentoml serve", fewest].percentile(0.99)
     print(f"bentoml p99 at {fewest} connections: {p99:.2f} ms (target <= {P99_TARGET_MS} ms)")
     if fewest == 4 and p99 > P99_TARGET_MS:

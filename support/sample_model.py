@@ -16,7 +16,7 @@ from recommender.data.catalog import build_catalog
 from recommender.data.movielens import load_movielens
 from recommender.modeling.als import ALSRecommender, train_als
 from recommender.serving.bundle import CATALOG_FILE, MODEL_DIR, lineage_labels
-from recommender.settings import EMBEDDED_MOVIELENS
+from recommender.settings import EMBEDDED_MOVIELENS, REGISTERED_MODEL_NAME
 
 
 def train_sample(out_dir: Path) -> ALSRecommender:
@@ -36,8 +36,11 @@ def import_sample(
     run_id: str = "sample",
     feature_version: str = "sample",
     metadata: dict[str, Any] | None = None,
+    name: str = REGISTERED_MODEL_NAME,
 ) -> tuple[str, ALSRecommender]:
-    """:func:`train_sample`, then import it into the BentoML store of ``$BENTOML_HOME``.
+    """:func:`train_sample`, then import it into the BentoML store of ``$BENTOML_HOME`` as model
+    ``name`` (the challenger's name, ``recommender.serving.bundle.challenger_tag``, puts it
+    beside the champion for an experiment).
 
     Returns:
         The BentoML model's tag and the trained model.
@@ -48,6 +51,7 @@ def import_sample(
     tag = import_model(
         out_dir / MODEL_DIR,
         out_dir / CATALOG_FILE,
+        name=name,
         labels=lineage_labels(
             model_version=model_version, run_id=run_id, feature_version=feature_version
         ),
