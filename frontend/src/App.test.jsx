@@ -8,8 +8,11 @@ import { movie } from './test/movies.js';
 const MOVIES = Array.from({ length: 30 }, (_, index) =>
   movie({ movie_id: index + 1, title: index === 0 ? 'Toy Story' : `Film ${index + 1}`, year: 1990 + (index % 20) }),
 );
-const ranked = (movies, fallback = false, impressionId = 'imp-0') => ({
+// An answer as an older server gives it (no `arm`, no `experiment`); `served` adds or overrides
+// the fields naming the model that chose it.
+const ranked = (movies, fallback = false, impressionId = 'imp-0', served = {}) => ({
   model_version: '4',
+  ...served,
   fallback,
   impression_id: impressionId,
   movies: movies.map((m) => ({ ...m, score: 1 })),
@@ -17,8 +20,8 @@ const ranked = (movies, fallback = false, impressionId = 'imp-0') => ({
 
 let server;
 
-beforeEach(() => {
-  window.sessionStorage.clear();
+/** Answer the page from these routes, `overrides` replacing some. */
+function serve(overrides = {}) {
   server = fakeApi({
     popular: ({ k }) => ranked(MOVIES.slice(0, k), false, 'imp-popular'),
     recommend: ({ user_id: userId }) => (userId === 1 ? ranked(MOVIES.slice(20, 25)) : ranked(MOVIES.slice(0, 5), true)),
@@ -29,8 +32,14 @@ beforeEach(() => {
     },
     similar: () => ranked(MOVIES.slice(10, 12)),
     feedback: (event) => ({ ...event, value: null, timestamp: 1 }),
+    ...overrides,
   });
   vi.stubGlobal('fetch', server.fetch);
+}
+
+beforeEach(() => {
+  window.sessionStorage.clear();
+  serve();
 });
 
 afterEach(() => vi.unstubAllGlobals());
@@ -92,5 +101,60 @@ describe('App', () => {
     expect(await within(results).findAllByRole('listitem')).toHaveLength(1);
     expect(within(results).getByText('1 movie')).toBeInTheDocument();
     expect(screen.queryByRole('region', { name: 'Popular' })).toBeNull();
+  });
+});
+
+// The served model lives in the api module, shared by the tests of this file: each test starts
+// from the previous one's footer, so these run in an order where a stale arm would show.
+describe('the footer names what the visitor is served', () => {
+  const CHALLENGER = { model_version: '5', arm: 'challenger', experiment: 'v4-vs-v5' };
+  const NO_EXPERIMENT = { model_version: '4', arm: 'champion', experiment: null };
+  const footerOnceLoaded = async () => {
+    expect(await within(await section('Popular')).findAllByRole('listitem')).toHaveLength(20);
+    return screen.getByTestId('served-model');
+  };
+
+  it('names the experiment and the arm while the visitor is in one', async () => {
+    serve({ popular: ({ k }) => ranked(MOVIES.slice(0, k), false, 'imp-popular', CHALLENGER) });
+    render(<App />);
+    expect(await footerOnceLoaded()).toHaveTextContent(
+      /^Model version 5 · experiment v4-vs-v5 · you are in the challenger arm$/,
+    );
+    expect(screen.getByTestId('model-version')).toHaveTextContent(/^5$/);
+    expect(screen.getByTestId('experiment-arm')).toHaveTextContent('you are in the challenger arm');
+  });
+
+  it('names only the model version when no experiment runs', async () => {
+    serve({ popular: ({ k }) => ranked(MOVIES.slice(0, k), false, 'imp-popular', NO_EXPERIMENT) });
+    render(<App />);
+    expect(await footerOnceLoaded()).toHaveTextContent(/^Model version 4$/);
+    expect(screen.queryByTestId('experiment-arm')).toBeNull();
+  });
+
+  it('follows the latest recommendation answer', async () => {
+    serve({
+      popular: ({ k }) => ranked(MOVIES.slice(0, k), false, 'imp-popular', NO_EXPERIMENT),
+      recommend: () => ranked(MOVIES.slice(20, 25), false, 'imp-user', CHALLENGER),
+    });
+    const user = userEvent.setup();
+    render(<App />);
+    expect(await footerOnceLoaded()).toHaveTextContent(/^Model version 4$/);
+    await user.type(screen.getByLabelText('User id'), '1{Enter}');
+    expect(await screen.findByTestId('experiment-arm')).toHaveTextContent(
+      /^· experiment v4-vs-v5 · you are in the challenger arm$/,
+    );
+    expect(screen.getByTestId('model-version')).toHaveTextContent(/^5$/);
+  });
+
+  it('names only the model version when an older server names no arm or experiment', async () => {
+    serve({ popular: ({ k }) => ranked(MOVIES.slice(0, k), false, 'imp-popular', CHALLENGER) });
+    const { unmount } = render(<App />);
+    expect(await footerOnceLoaded()).toHaveTextContent(/challenger arm$/);
+    unmount();
+
+    serve(); // answers without `arm` and `experiment`
+    render(<App />);
+    expect(await footerOnceLoaded()).toHaveTextContent(/^Model version 4$/);
+    expect(screen.queryByTestId('experiment-arm')).toBeNull();
   });
 });

@@ -86,6 +86,18 @@ def test_grid_shows_posters_and_loads_more(page: Page, served: Served, screensho
     assert len(set(movie_ids(popular))) == 2 * PAGE_SIZE
 
 
+def test_footer_names_the_served_model_and_no_arm(page: Page, served: Served) -> None:
+    # The service runs no experiment by default: its answers name the champion and no experiment,
+    # and the footer names the model version only.
+    expect(cards(section(page, "Popular"))).to_have_count(PAGE_SIZE)
+    expect(page.get_by_test_id("served-model")).to_have_text(
+        f"Model version {served.model_version}"
+    )
+    expect(page.get_by_test_id("experiment-arm")).to_have_count(0)
+    answer = httpx.post(f"{served.url}popular", json={"k": 1}).json()
+    assert (answer["arm"], answer["experiment"]) == ("champion", None)
+
+
 def test_genre_filter_narrows_popular(page: Page, served: Served) -> None:
     page.get_by_role("group", name="Filter by genre").get_by_role(
         "button", name="Animation"

@@ -10,17 +10,35 @@ export class ApiError extends Error {
   }
 }
 
-// The model version named by the latest model response, for whoever shows it (the footer).
-let modelVersion = null;
-const versionListeners = new Set();
+// What the visitor is served, as the latest recommendation answer names it: the model version
+// and, while an experiment runs, the experiment and the visitor's arm (null otherwise, and from
+// older servers, which name neither). The arm is sticky per visitor on the server, so the
+// latest answer is right. Read by the footer.
+let servedModel = null;
+const servedListeners = new Set();
 
-export function getModelVersion() {
-  return modelVersion;
+export function getServedModel() {
+  return servedModel;
 }
 
-export function subscribeModelVersion(listener) {
-  versionListeners.add(listener);
-  return () => versionListeners.delete(listener);
+export function subscribeServedModel(listener) {
+  servedListeners.add(listener);
+  return () => servedListeners.delete(listener);
+}
+
+const textOrNull = (value) => (typeof value === 'string' && value !== '' ? value : null);
+
+function rememberServedModel(payload) {
+  if (!payload?.model_version) return;
+  const next = {
+    modelVersion: payload.model_version,
+    experiment: textOrNull(payload.experiment),
+    arm: textOrNull(payload.arm),
+  };
+  const same = servedModel && Object.keys(next).every((key) => next[key] === servedModel[key]);
+  if (same) return; // a stable snapshot: useSyncExternalStore re-renders on a new object only
+  servedModel = next;
+  servedListeners.forEach((listener) => listener());
 }
 
 async function post(method, body, { signal, keepalive } = {}) {
@@ -35,10 +53,17 @@ async function post(method, body, { signal, keepalive } = {}) {
   if (!response.ok) {
     throw new ApiError(payload?.error ?? `${method} answered HTTP ${response.status}`, response.status);
   }
-  if (payload?.model_version && payload.model_version !== modelVersion) {
-    modelVersion = payload.model_version;
-    versionListeners.forEach((listener) => listener());
-  }
+  return payload;
+}
+
+/**
+ * A recommendation answer (`/popular`, `/recommend`, `/recommend_for_liked`, `/similar`): it
+ * names the model (and arm) that chose its movies, which the footer shows. `/explain` names a
+ * version too but no arm, and explains the typed user's model, so it does not count.
+ */
+async function recommendation(method, body, options) {
+  const payload = await post(method, body, options);
+  rememberServedModel(payload);
   return withImpression(payload);
 }
 
@@ -59,15 +84,15 @@ export function searchMovies({ query, page = 1, pageSize }, options) {
 }
 
 export function popular({ k, genre }, options) {
-  return post('popular', { k, genre, session_id: session() }, options);
+  return recommendation('popular', { k, genre, session_id: session() }, options);
 }
 
 export function recommend(userId, { k, exclude = [] }, options) {
-  return post('recommend', { user_id: userId, k, exclude_movie_ids: exclude }, options);
+  return recommendation('recommend', { user_id: userId, k, exclude_movie_ids: exclude }, options);
 }
 
 export function recommendForLiked(likedIds, { k, exclude = [] }, options) {
-  return post(
+  return recommendation(
     'recommend_for_liked',
     { liked_movie_ids: likedIds, k, exclude_movie_ids: exclude, session_id: session() },
     options,
@@ -75,7 +100,7 @@ export function recommendForLiked(likedIds, { k, exclude = [] }, options) {
 }
 
 export function similar(movieId, { k }, options) {
-  return post('similar', { movie_id: movieId, k, session_id: session() }, options);
+  return recommendation('similar', { movie_id: movieId, k, session_id: session() }, options);
 }
 
 export function explain(userId, movieId, { n }, options) {

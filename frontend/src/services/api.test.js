@@ -101,18 +101,47 @@ describe('api errors', () => {
   });
 });
 
-describe('model version', () => {
-  it('remembers the version of the latest model response and tells subscribers', async () => {
+describe('served model', () => {
+  it('remembers the model of the latest recommendation answer and tells subscribers', async () => {
     const listener = vi.fn();
-    const unsubscribe = api.subscribeModelVersion(listener);
-    fetchMock.mockResolvedValueOnce(answer({ model_version: '12', fallback: false, movies: [] }));
+    const unsubscribe = api.subscribeServedModel(listener);
+    fetchMock.mockResolvedValueOnce(
+      answer({ model_version: '12', arm: 'challenger', experiment: 'v11-vs-v12', movies: [] }),
+    );
     await api.popular({ k: 1 });
-    expect(api.getModelVersion()).toBe('12');
+    expect(api.getServedModel()).toEqual({ modelVersion: '12', experiment: 'v11-vs-v12', arm: 'challenger' });
+    expect(listener).toHaveBeenCalledTimes(1);
+
+    const snapshot = api.getServedModel();
+    fetchMock.mockResolvedValueOnce(
+      answer({ model_version: '12', arm: 'challenger', experiment: 'v11-vs-v12', movies: [] }),
+    );
+    await api.similar(1, { k: 1 }); // the same model again: the same snapshot, no news
+    expect(api.getServedModel()).toBe(snapshot);
     expect(listener).toHaveBeenCalledTimes(1);
 
     fetchMock.mockResolvedValueOnce(answer({ items: [], total: 0, page: 1, page_size: 20 }));
-    await api.searchMovies({ query: 'x', pageSize: 20 }); // no version: keeps the last one
-    expect(api.getModelVersion()).toBe('12');
+    await api.searchMovies({ query: 'x', pageSize: 20 }); // no model: keeps the last one
+    fetchMock.mockResolvedValueOnce(answer({ model_version: '11', user_id: 7, contributions: [] }));
+    await api.explain(7, 1, { n: 1 }); // not a recommendation: keeps the last one
+    expect(api.getServedModel()).toBe(snapshot);
     unsubscribe();
+  });
+
+  it.each([
+    ['no experiment', { arm: 'champion', experiment: null }],
+    ['an older server (no arm, no experiment)', {}],
+  ])('names no experiment or arm for %s', async (_, fields) => {
+    fetchMock.mockResolvedValueOnce(
+      answer({ model_version: '7', arm: 'challenger', experiment: 'v6-vs-v7', movies: [] }),
+    );
+    await api.recommend(1, { k: 1 });
+    fetchMock.mockResolvedValueOnce(answer({ model_version: '6', ...fields, movies: [] }));
+    await api.recommendForLiked([1], { k: 1 });
+    expect(api.getServedModel()).toEqual({
+      modelVersion: '6',
+      experiment: null,
+      arm: fields.arm ?? null,
+    });
   });
 });
