@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow
-from recommender.experiments.analysis import ExperimentConfig
 
 from flows.batch_prediction import batch_prediction_flow
+from recommender.experiments.analysis import ExperimentConfig
 from recommender.experiments.assignment import experiment_id
 from recommender.monitoring import report
 from recommender.settings import Settings, get_settings
@@ -71,7 +71,9 @@ def monitoring_flow(k: int | None = None) -> dict[str, Any]:
     )
     running = monitoring.running_experiment(settings.mlflow_uri, name)
     if running is not None and settings.experiment_mode != "off":
-        monitoring_report["experiment"] = _experiment(settings, running, impressions, events, k)
+        monitoring_report["experiment"] = _experiment(
+            settings, running, impressions, events, k, reference["interactions"]
+        )
     state = settings.monitoring_events_state
     monitoring_report["events"] = monitoring.decide_events(monitoring_report, thresholds, state)
     directory = settings.monitoring_dir / created.strftime("%Y%m%dT%H%M%S.%f")
@@ -91,7 +93,12 @@ def monitoring_flow(k: int | None = None) -> dict[str, Any]:
 
 
 def _experiment(
-    settings: Settings, running: dict[str, str], impressions: Any, events: Any, k: int | None
+    settings: Settings,
+    running: dict[str, str],
+    impressions: Any,
+    events: Any,
+    k: int | None,
+    interactions: Any,
 ) -> dict[str, Any]:
     """Analyse the running experiment; with online promotion, act on a final decision."""
     name = settings.registered_model_name
@@ -110,6 +117,7 @@ def _experiment(
             min_users=settings.experiment_min_users,
         ),
         k=k or settings.k,
+        interactions=interactions,
     )
     result["action"] = None
     if settings.promotion == "online" and result["decision"] in ("promote", "keep champion"):

@@ -108,10 +108,17 @@ def analyze_experiment(
     mode: str,
     config: analysis.ExperimentConfig,
     k: int,
+    interactions: pl.DataFrame,
 ) -> dict[str, Any]:
     """Per-arm online quality, the difference, SRM and the decision (shadow: agreement)."""
     return analysis.experiment_report(
-        impressions, events, experiment=experiment, mode=mode, config=config, k=k
+        impressions,
+        events,
+        experiment=experiment,
+        mode=mode,
+        config=config,
+        k=k,
+        popularity=beyond_accuracy.item_popularity(interactions),
     )
 
 

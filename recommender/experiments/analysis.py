@@ -37,6 +37,7 @@ import polars as pl
 from scipy.special import chdtrc
 
 from recommender.experiments.assignment import CHALLENGER, CHAMPION
+from recommender.monitoring.beyond_accuracy import average_popularity, novelty
 from recommender.monitoring.online import Z_95, attribute, wilson_interval
 from recommender.serving.impressions import IMPRESSIONS
 
@@ -593,6 +594,61 @@ def _clicks_in_shadow(pairs: pl.DataFrame, feedback: pl.DataFrame) -> dict[str, 
         "clicks": clicked.height,
         "clicked_in_shadow_share": _mean(clicked["in_shadow"]) if clicked.height else None,
     }
+
+
+def shadow_list_quality(
+    impressions: pl.DataFrame, *, experiment: str, popularity: pl.DataFrame
+) -> dict[str, dict[str, float]]:
+    """The served and the shadow lists' beyond-accuracy figures on the same requests (those of
+    ``experiment`` with a shadow list): distinct movies shown, novelty and average popularity
+    (:mod:`recommender.monitoring.beyond_accuracy`, ``popularity`` from
+    :func:`~recommender.monitoring.beyond_accuracy.item_popularity` of the training data)."""
+    pairs = impressions.filter(
+        (pl.col("experiment") == experiment) & pl.col("shadow_movie_ids").is_not_null()
+    ).with_row_index("user_id")
+    quality = {}
+    for side, column in (("served", "movie_ids"), ("shadow", "shadow_movie_ids")):
+        lists = (
+            pairs.select("user_id", pl.col(column).alias("movie_id"))
+            .with_columns(pl.int_ranges(1, pl.col("movie_id").list.len() + 1).alias("rank"))
+            .explode("movie_id", "rank")
+            .drop_nulls("movie_id")
+        )
+        quality[side] = {
+            "distinct_movies": float(lists.get_column("movie_id").n_unique()),
+            "novelty": novelty(lists, popularity),
+            "average_popularity": average_popularity(lists, popularity),
+        }
+    return quality
+
+
+SHADOW_REASON = (
+    "shadow mode: every user saw the champion, so no feedback on the challenger's lists exists "
+    "to decide on; the report compares the lists (set MOVIEREC_EXPERIMENT_MODE=ab to decide)"
+)
+
+
+def experiment_report(
+    impressions: pl.DataFrame,
+    feedback: pl.DataFrame,
+    *,
+    experiment: str,
+    mode: str,
+    config: ExperimentConfig,
+    k: int,
+    popularity: pl.DataFrame,
+) -> dict[str, object]:
+    """What the monitoring flow reports on a running experiment: :func:`analyze` and the
+    ``mode``; in shadow mode also :func:`shadow_agreement` and :func:`shadow_list_quality`,
+    and the decision is ``continue`` (shadow mode never decides)."""
+    report = {"mode": mode, **analyze(impressions, feedback, experiment=experiment, config=config)}
+    if mode == "shadow":
+        report["shadow"] = {
+            **shadow_agreement(impressions, experiment=experiment, k=k, feedback=feedback),
+            "lists": shadow_list_quality(impressions, experiment=experiment, popularity=popularity),
+        }
+        report["decision"], report["reason"] = "continue", SHADOW_REASON
+    return report
 
 
 @dataclass(frozen=True)

@@ -152,14 +152,20 @@ def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
         metrics[f"online.feedback_{name}"] = float(report["online"][name])
     experiment = report.get("experiment")
     if experiment:
-        for arm, figures in experiment["arms"].items():
-            for name in ("impressions", "users", "click_rate", "like_rate"):
-                metrics[f"experiment.{arm}.{name}"] = float(figures[name])
-        metrics["experiment.difference"] = float(experiment["difference"]["estimate"])
-        metrics["experiment.srm_p_value"] = float(experiment["srm"]["p_value"])
-        if "shadow" in experiment:
-            for name in ("overlap_at_k", "rank_correlation"):
-                metrics[f"experiment.shadow.{name}"] = float(experiment["shadow"][name])
+        figures = {
+            **{
+                f"experiment.{arm}.{name}": arm_figures[name]
+                for arm, arm_figures in experiment["arms"].items()
+                for name in ("impressions", "users", "click_rate", "like_rate")
+            },
+            "experiment.difference": experiment["difference"]["estimate"],
+            "experiment.srm_p_value": experiment["srm"]["p_value"],
+            **{
+                f"experiment.shadow.{name}": experiment.get("shadow", {}).get(name)
+                for name in ("overlap_at_k", "rank_biased_overlap")
+            },
+        }
+        metrics.update({name: float(v) for name, v in figures.items() if v is not None})
     return metrics
 
 
@@ -173,26 +179,36 @@ def experiment_lines(experiment: Mapping[str, Any]) -> list[str]:
         low, high = figures["click_rate_ci"]
         lines.append(
             f"- {arm} v{figures['model_version']}: {figures['users']:,} users, "
-            f"{figures['impressions']:,} impressions, click rate {figures['click_rate']:.2%} "
-            f"({low:.2%}-{high:.2%}), like rate {figures['like_rate']:.2%}"
+            f"{figures['impressions']:,} impressions, click rate {_pct(figures['click_rate'])} "
+            f"({_pct(low)}-{_pct(high)}), like rate {_pct(figures['like_rate'])}"
         )
-    difference = experiment["difference"]
-    low, high = difference["always_valid_ci"]
-    srm = experiment["srm"]
+    difference, srm = experiment["difference"], experiment["srm"]
+    interval = difference["always_valid_ci"] or (None, None)
     lines.append(
-        f"- click rate difference {difference['estimate']:+.2%} (always-valid interval "
-        f"{low:+.2%} to {high:+.2%}); sample ratio p = {srm['p_value']:.3g}"
-        + (" **SAMPLE RATIO MISMATCH**" if srm["flagged"] else "")
+        f"- click rate difference {_pct(difference['estimate'], sign=True)} (always-valid "
+        f"interval {_pct(interval[0], sign=True)} to {_pct(interval[1], sign=True)}); sample "
+        f"ratio p = {srm['p_value']:.3g}" + (" **SAMPLE RATIO MISMATCH**" if srm["flagged"] else "")
     )
-    if "shadow" in experiment:
-        shadow = experiment["shadow"]
+    shadow = experiment.get("shadow")
+    if shadow:
         lines.append(
-            f"- shadow: {shadow['requests']:,} requests ranked by both, overlap@k "
-            f"{shadow['overlap_at_k']:.3f}, rank correlation {shadow['rank_correlation']:.3f}"
+            f"- shadow: {shadow['requests']:,} requests ranked by both, overlap@{shadow['k']} "
+            f"{_num(shadow['overlap_at_k'])}, rank-biased overlap "
+            f"{_num(shadow['rank_biased_overlap'])}; novelty served "
+            f"{shadow['lists']['served']['novelty']:.2f} / shadow "
+            f"{shadow['lists']['shadow']['novelty']:.2f} bits"
         )
     if experiment.get("action"):
         lines.append(f"- action: {experiment['action']}")
     return lines
+
+
+def _pct(value: float | None, *, sign: bool = False) -> str:
+    return "n/a" if value is None else f"{value:{'+' if sign else ''}.2%}"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def markdown_summary(report: Mapping[str, Any]) -> str:
