@@ -22,6 +22,7 @@ from recommender.experiments.analysis import (
     decide,
     difference,
     evaluate,
+    experiment_report,
     planned_users_per_arm,
     ratio_from_sums,
     sample_ratio_mismatch,
@@ -29,7 +30,9 @@ from recommender.experiments.analysis import (
     simulate_readings,
     user_outcomes,
 )
+from recommender.monitoring.beyond_accuracy import item_popularity
 from recommender.monitoring.online import wilson_interval
+from recommender.monitoring.report import experiment_lines
 
 EXPERIMENT = "v1-vs-v2"
 FEEDBACK_SCHEMA = pl.Schema(
@@ -393,3 +396,63 @@ def test_simulated_readings_accumulate_users_at_the_configured_split() -> None:
     )
     assert last.champion.rate == pytest.approx(0.1, abs=0.01)
     assert last.champion.impressions / last.champion.users > 1  # several impressions per user
+
+
+def test_the_shadow_report_compares_the_lists_and_never_decides() -> None:
+    # popularity: movie 1 seen by all 4 training users (p = 1), movies 3 and 5 by 1 (p = 1/4)
+    training = pl.DataFrame({"user_id": [1, 2, 3, 4, 1, 2], "movie_id": [1, 1, 1, 1, 3, 5]})
+    report = experiment_report(
+        SHADOW,
+        feedback(("s1", 3, "click")),
+        experiment=EXPERIMENT,
+        mode="shadow",
+        config=ExperimentConfig(share=10, min_users=2),
+        k=2,
+        popularity=item_popularity(training),
+    )
+    assert report["mode"] == "shadow" and report["decision"] == "continue"
+    assert "shadow mode" in str(report["reason"])
+    shadow = report["shadow"]
+    assert shadow["requests"] == 2 and shadow["clicks"] == 1  # type: ignore[index]
+    lists = shadow["lists"]  # type: ignore[index]
+    # served lists [1, 2, 3] and [5, 6]; shadow lists [1, 3, 4] and [5, 6]
+    assert lists["served"]["distinct_movies"] == 5 and lists["shadow"]["distinct_movies"] == 5
+    # shadow list 1: p = 1, 1/4 and, for the unseen movie 4, the floor 1/(4 + 1)
+    assert lists["shadow"]["average_popularity"] == pytest.approx(
+        ((1 + 0.25 + 0.2) / 3 + (0.25 + 0.2) / 2) / 2
+    )
+    assert lists["served"]["novelty"] > 0
+    json.dumps(report)
+
+
+def test_in_ab_mode_the_report_is_the_analysis() -> None:
+    report = experiment_report(
+        SHADOW,
+        feedback(),
+        experiment=EXPERIMENT,
+        mode="ab",
+        config=ExperimentConfig(share=10),
+        k=2,
+        popularity=item_popularity(pl.DataFrame({"user_id": [1], "movie_id": [1]})),
+    )
+    assert report["mode"] == "ab" and "shadow" not in report
+    assert report["decision"] == "continue"
+
+
+def test_the_report_lines_name_the_verdict_and_survive_missing_figures() -> None:
+    empty = experiment_report(
+        EXPERIMENT_IMPRESSIONS.to_frame(),
+        FEEDBACK_SCHEMA.to_frame(),
+        experiment=EXPERIMENT,
+        mode="ab",
+        config=ExperimentConfig(share=10),
+        k=10,
+        popularity=item_popularity(pl.DataFrame({"user_id": [1], "movie_id": [1]})),
+    )
+    lines = experiment_lines({**empty, "action": None})
+    assert lines[0].startswith(f"- experiment **{EXPERIMENT}** (ab): **continue**")
+    assert "click rate difference n/a" in lines[-1]
+    assert "SAMPLE RATIO MISMATCH" not in "\n".join(lines)
+    flagged = {**empty, "srm": {**empty["srm"], "flagged": True}, "action": "kept"}  # type: ignore[dict-item]
+    assert "SAMPLE RATIO MISMATCH" in "\n".join(experiment_lines(flagged))
+    assert experiment_lines(flagged)[-1] == "- action: kept"
