@@ -100,17 +100,20 @@ def build_bento(
         The Bento's tag, ``name:version``.
     """
     model = bentoml.models.get(model_tag)
-    config = yaml.safe_load(bentofile.read_text())
-    own_labels = config.pop("labels", None) or {}
     challenger = _challenger(model_tag)
     extra = {CHALLENGER_LABEL: challenger.info.labels[MODEL_VERSION_LABEL]} if challenger else {}
-    bento = bentoml.bentos.build(
-        **config,
-        models=[str(challenger.tag)] if challenger else None,
-        build_ctx=str(bentofile.parent),
-        version=version,
-        labels={**own_labels, **model.info.labels, **extra, **(labels or {})},
-    )
+    config = yaml.safe_load(bentofile.read_text())
+    if challenger:  # the Bento carries it too (the service refers only to the champion)
+        config["models"] = [*config.get("models", []), str(challenger.tag)]
+    with tempfile.TemporaryDirectory(prefix="movierec-bentofile-") as scratch:
+        build_file = Path(scratch) / "bentofile.yaml"
+        build_file.write_text(yaml.safe_dump(config))
+        bento = bentoml.bentos.build_bentofile(
+            str(build_file),
+            build_ctx=str(bentofile.parent),
+            version=version,
+            labels={**model.info.labels, **extra, **(labels or {})},
+        )
     return str(bento.tag)
 
 

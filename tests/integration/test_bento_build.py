@@ -79,3 +79,31 @@ def test_the_bento_holds_the_code_and_the_built_page_when_there_is_one(bento: Pa
 def _files(directory: Path) -> set[Path]:
     """The files under ``directory`` (relative), none when it does not exist."""
     return {path.relative_to(directory) for path in directory.rglob("*") if path.is_file()}
+
+
+def test_during_an_experiment_the_bento_carries_the_challenger_too(
+    serving_env: ServingEnv, tmp_path: Path
+) -> None:
+    with environment(serving_env.env):
+        from bentos.store import build_bento, remove_challengers
+        from recommender.serving.bundle import challenger_tag
+        from support.sample_model import import_sample
+
+        name = challenger_tag(serving_env.model_tag).split(":")[0]
+        challenger, _ = import_sample(tmp_path, model_version="2", name=name)
+        try:
+            with_both = _bento_info(build_bento(model_tag=serving_env.model_tag), serving_env)
+        finally:
+            assert remove_challengers(serving_env.model_tag) == 1
+        alone = _bento_info(build_bento(model_tag=serving_env.model_tag), serving_env)
+    assert {m["tag"] for m in with_both["models"]} == {challenger}
+    assert with_both["services"][0]["models"][0]["tag"] == serving_env.model_tag
+    assert with_both["labels"]["challenger_version"] == "2"
+    assert with_both["labels"]["model_version"] == "1"
+    assert not alone.get("models") and "challenger_version" not in alone["labels"]
+
+
+def _bento_info(tag: str, serving_env: ServingEnv) -> dict:
+    name, version = tag.split(":")
+    home = Path(serving_env.env["BENTOML_HOME"]) / "bentos" / name / version
+    return yaml.safe_load((home / "bento.yaml").read_text())
