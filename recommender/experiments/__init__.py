@@ -1,0 +1,1 @@
+"""Online experiments: assignment, analysis and the simulated audience."""
