@@ -319,7 +319,8 @@ def _source_file(info: SourceInfo, name: str) -> bytes | None:
         return path.read_bytes() if path.is_file() else None
     with zipfile.ZipFile(info.path) as archive:
         members = archive.namelist()
-        folders = {m.rpartition("/")[0] for m in members if m.rpartition("/")[2] == info.files[0]}
+        marker = "ratings.csv" if info.layout == "ml-latest" else "u.data"  # as the loader does
+        folders = {m.rpartition("/")[0] for m in members if m.rpartition("/")[2] == marker}
         for folder in sorted(folders):
             member = f"{folder}/{name}" if folder else name
             if member in members:
@@ -522,9 +523,11 @@ class SimulationResult:
             is not recommendations).
         error_messages: The first distinct error messages, with their counts.
         elapsed_seconds: Wall time of the run.
-        stopped_by: ``"requests"`` (all made), ``"time"`` (the time bound) or ``"error"``.
-        impression_ids: Every impression id received, to check against the service's log (not
-            in :meth:`to_dict`).
+        stopped_by: ``"requests"`` (all made), ``"time"`` (the time bound) or ``"error"``
+            (``"running"`` in the results passed to ``progress``).
+        impression_ids: Every impression id received when the run was asked to keep them
+            (``keep_impression_ids``), to check against the service's log; not in
+            :meth:`to_dict`.
     """
 
     requests: int
@@ -606,7 +609,8 @@ class SimulationResult:
 class _Tally:
     """The counters the threads share, under one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_impression_ids: bool) -> None:
+        self.keep_impression_ids = keep_impression_ids
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.arms: Counter[str] = Counter()
@@ -635,7 +639,8 @@ class _Tally:
             self.arms[answer.arm] += 1
             self.versions[answer.model_version] += 1
             self.arm_clicks[answer.arm] += clicks
-            self.impression_ids.add(answer.impression_id)
+            if self.keep_impression_ids:
+                self.impression_ids.add(answer.impression_id)
 
     def error(self, message: str) -> None:
         """Count a failed call; raise :class:`SimulationError` when too many failed."""
@@ -727,6 +732,7 @@ class _Run:
         seed: int,
         k: int,
         deadline: float,
+        keep_impression_ids: bool,
     ) -> None:
         self.base_url = base_url
         self.audience = audience
@@ -735,7 +741,7 @@ class _Run:
         self.k = k
         self.deadline = deadline
         self.stop = threading.Event()
-        self.tally = _Tally()
+        self.tally = _Tally(keep_impression_ids=keep_impression_ids)
 
     def lane(self, users: np.ndarray) -> bool:
         """Run the sessions of ``users`` in order; True when all ran (not stopped)."""
@@ -853,6 +859,7 @@ def simulate(
     k: int = 10,
     progress: Callable[[SimulationResult], None] | None = None,
     progress_seconds: float = 5.0,
+    keep_impression_ids: bool = False,
 ) -> SimulationResult:
     """Run simulated users against the service at ``base_url`` (the module docstring tells how).
 
@@ -878,6 +885,8 @@ def simulate(
         k: Movies asked for per request.
         progress: Called with the result so far about every ``progress_seconds``.
         progress_seconds: How often ``progress`` is called (> 0).
+        keep_impression_ids: Return every impression id received in
+            :attr:`SimulationResult.impression_ids` (about 100 bytes each).
 
     Raises:
         ValueError: A bad argument, including a ``base_url`` off the loopback interface.
@@ -907,7 +916,15 @@ def simulate(
         audience.user_ids[positions[positions % concurrency == lane]] for lane in range(concurrency)
     ]
     started = time.monotonic()
-    run = _Run(base_url, audience, clicks, seed=seed, k=k, deadline=started + max_seconds)
+    run = _Run(
+        base_url,
+        audience,
+        clicks,
+        seed=seed,
+        k=k,
+        deadline=started + max_seconds,
+        keep_impression_ids=keep_impression_ids,
+    )
     futures: list[Future[bool]] = []
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="audience") as pool:
         try:
@@ -918,7 +935,8 @@ def simulate(
                 if any(future.exception() is not None for future in done):
                     break
                 if pending and progress is not None:
-                    progress(run.tally.result(elapsed=time.monotonic() - started, stopped_by="-"))
+                    elapsed = time.monotonic() - started
+                    progress(run.tally.result(elapsed=elapsed, stopped_by="running"))
         finally:
             run.stop.set()  # the other lanes finish their current call and return
     elapsed = time.monotonic() - started

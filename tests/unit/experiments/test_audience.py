@@ -22,6 +22,7 @@ from recommender.experiments.audience import (
     Audience,
     ClickModel,
     SimulationError,
+    SimulationResult,
     check_loopback,
     draw_users,
     forwarded_for,
@@ -383,7 +384,9 @@ def test_sessions_exclude_earlier_clicks_and_post_them_with_the_impression(
 ) -> None:
     url, script = scripted()
     clicks = ClickModel(p_hit=0.9, p_miss=0.2, p_like=0.5)
-    result = simulate(url, AUDIENCE, clicks, seed=1, max_requests=60, max_seconds=30, k=12)
+    result = simulate(
+        url, AUDIENCE, clicks, seed=1, max_requests=60, k=12, keep_impression_ids=True
+    )
 
     assert result.stopped_by == "requests" and result.requests == 60 and result.errors == 0
     assert result.unavailable == 1 and result.rate_limited == 1  # each waited for, then retried
@@ -442,3 +445,12 @@ def test_an_unreachable_service_is_named() -> None:
         SimulationError, match=f"cannot reach {url}/recommend .* is `bentoml serve`"
     ):
         simulate(url, AUDIENCE)
+
+
+def test_progress_sees_the_run_under_way(scripted: Callable[..., tuple[str, _Script]]) -> None:
+    url, _ = scripted()
+    seen: list[SimulationResult] = []
+    result = simulate(url, AUDIENCE, max_requests=300, progress=seen.append, progress_seconds=0.01)
+    assert seen and {s.stopped_by for s in seen} == {"running"}
+    assert [s.requests for s in seen] == sorted(s.requests for s in seen)
+    assert seen[-1].requests <= result.requests == 300
