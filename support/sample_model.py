@@ -19,10 +19,11 @@ from recommender.serving.bundle import CATALOG_FILE, MODEL_DIR, lineage_labels
 from recommender.settings import EMBEDDED_MOVIELENS, REGISTERED_MODEL_NAME
 
 
-def train_sample(out_dir: Path) -> ALSRecommender:
-    """Train ALS (default configuration) on the embedded sample; save the model and its catalog
-    under ``out_dir`` in the served layout (``model/``, ``catalog.parquet``)."""
-    data = load_movielens(EMBEDDED_MOVIELENS)
+def train_sample(out_dir: Path, *, source: Path = EMBEDDED_MOVIELENS) -> ALSRecommender:
+    """Train ALS (default configuration) on the embedded sample (or another MovieLens
+    ``source``); save the model and its catalog under ``out_dir`` in the served layout
+    (``model/``, ``catalog.parquet``)."""
+    data = load_movielens(source)
     model = train_als(data.ratings, movies=data.movies)
     model.save(out_dir / MODEL_DIR)
     build_catalog(data.movies, data.links).write_parquet(out_dir / CATALOG_FILE)
@@ -37,6 +38,7 @@ def import_sample(
     feature_version: str = "sample",
     metadata: dict[str, Any] | None = None,
     name: str = REGISTERED_MODEL_NAME,
+    source: Path = EMBEDDED_MOVIELENS,
 ) -> tuple[str, ALSRecommender]:
     """:func:`train_sample`, then import it into the BentoML store of ``$BENTOML_HOME`` as model
     ``name`` (the challenger's name, ``recommender.serving.bundle.challenger_tag``, puts it
@@ -47,7 +49,7 @@ def import_sample(
     """
     from bentos.store import import_model  # imports bentoml: only when importing
 
-    model = train_sample(out_dir)
+    model = train_sample(out_dir, source=source)
     tag = import_model(
         out_dir / MODEL_DIR,
         out_dir / CATALOG_FILE,
