@@ -130,8 +130,10 @@ def _challenger(model_tag: str) -> bentoml.Model | None:
 
 def remove_challengers(model_tag: str) -> int:
     """Delete every stored version of the challenger model; returns how many."""
-    name = bentoml.Tag.from_taglike(challenger_tag(model_tag)).name
-    stored = bentoml.models.list(name)
+    try:
+        stored = bentoml.models.list(_model_name(challenger_tag(model_tag)))
+    except NotFound:  # no version was ever stored
+        return 0
     for model in stored:
         bentoml.models.delete(model.tag)
     return len(stored)

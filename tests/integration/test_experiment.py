@@ -118,6 +118,13 @@ def _registry() -> tuple[str, str | None]:
     return str(champion.version), None if challenger is None else str(challenger.version)
 
 
+def _stored_challengers() -> list[str]:
+    try:
+        return [str(m.tag) for m in bentoml.models.list(f"{REGISTERED_MODEL_NAME}-challenger")]
+    except bentoml.exceptions.NotFound:
+        return []
+
+
 def _served_bento() -> dict[str, str]:
     return dict(bentoml.bentos.get(f"{REGISTERED_MODEL_NAME}:latest").info.labels)
 
@@ -150,7 +157,7 @@ def test_the_experiment_promotes_the_better_model_keeps_the_champion_and_rolls_b
     assert _registry() == ("2", None)
     assert _served_bento()["model_version"] == "2"
     assert "challenger_version" not in _served_bento()
-    assert not bentoml.models.list(f"{REGISTERED_MODEL_NAME}-challenger")
+    assert not _stored_challengers()
 
     # 2. ALS (champion) against popularity (challenger): the champion is kept
     assert training_flow(model="popularity")["experiment_started"]
@@ -165,6 +172,7 @@ def test_the_experiment_promotes_the_better_model_keeps_the_champion_and_rolls_b
     kept = monitoring_flow()["experiment"]
     assert kept["decision"] == "keep champion", kept
     assert _registry() == ("2", None) and _served_bento()["model_version"] == "2"
+    assert not _stored_challengers()
 
     # 3. A/A: the same training again as the challenger is not promoted
     assert training_flow()["experiment_started"]
