@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from recommender.settings import PROJECT_ROOT
-from support.servers import ServingEnv, environment
+from support.servers import ServingEnv, environment, free_port, running_server
 
 pytestmark = [
     pytest.mark.integration,
@@ -90,17 +95,55 @@ def test_during_an_experiment_the_bento_carries_the_challenger_too(
         from support.sample_model import import_sample
 
         name = challenger_tag(serving_env.model_tag).split(":")[0]
-        challenger, _ = import_sample(tmp_path, model_version="2", name=name)
+        challenger, _ = import_sample(tmp_path / "trained", model_version="2", name=name)
         try:
-            with_both = _bento_info(build_bento(model_tag=serving_env.model_tag), serving_env)
+            tag = build_bento(model_tag=serving_env.model_tag)
+            exported = _export(tag, tmp_path / "exported", serving_env)
         finally:
             assert remove_challengers(serving_env.model_tag) == 1
         alone = _bento_info(build_bento(model_tag=serving_env.model_tag), serving_env)
+    with_both = _bento_info(tag, serving_env)
     assert {m["tag"] for m in with_both["models"]} == {challenger}
     assert with_both["services"][0]["models"][0]["tag"] == serving_env.model_tag
     assert with_both["labels"]["challenger_version"] == "2"
     assert with_both["labels"]["model_version"] == "1"
     assert not alone.get("models") and "challenger_version" not in alone["labels"]
+
+    # As in its container: the exported Bento served from its own files, with an empty
+    # BentoML home, answers from both models (share 99: nearly every user sees the challenger).
+    port = free_port()
+    env = {
+        **os.environ,
+        **serving_env.env,
+        "BENTOML_HOME": str(tmp_path / "empty-home"),
+        "MOVIEREC_EXPERIMENT_MODE": "ab",
+        "MOVIEREC_EXPERIMENT_SHARE": "99",
+    }
+    command = [sys.executable, "-m", "bentoml", "serve", str(exported), "--port", str(port)]
+    with running_server(
+        command, port=port, env=env, cwd=tmp_path, log=tmp_path / "serve.log"
+    ) as url:
+        answers = [
+            httpx.post(f"{url}/recommend", json={"user_id": user, "k": 3}).json()
+            for user in range(1, 21)
+        ]
+    assert {a["experiment"] for a in answers} == {"v1-vs-v2"}
+    assert {(a["arm"], a["model_version"]) for a in answers} >= {("challenger", "2")}
+
+
+def _export(tag: str, target: Path, serving_env: ServingEnv) -> Path:
+    """``bentoml export`` of ``tag``, unpacked into ``target`` (what a container holds)."""
+    archive = target.with_suffix(".bento")
+    subprocess.run(
+        [sys.executable, "-m", "bentoml", "export", tag, str(archive)],
+        env={**os.environ, **serving_env.env},
+        check=True,
+        capture_output=True,
+    )
+    target.mkdir()
+    with tarfile.open(archive) as bento:
+        bento.extractall(target, filter="data")
+    return target
 
 
 def _bento_info(tag: str, serving_env: ServingEnv) -> dict:
