@@ -18,7 +18,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,8 @@ class Deployment:
 
     root: Path
     prefect_api_url: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    """More environment variables of its commands, e.g. ``MOVIEREC_PROMOTION``."""
 
     @property
     def data_dir(self) -> Path:
@@ -59,14 +61,22 @@ class Deployment:
         }
         if self.prefect_api_url:  # a running server: no ephemeral one per command (~20 s each)
             env["PREFECT_API_URL"] = self.prefect_api_url
-        return env
+        return {**env, **self.settings}
+
+    def start_step(self, step: str, *args: str) -> Started:
+        """Start one step of the promotion sequence alone (``python -m support.promotion STEP``:
+        ``reconcile``, or ``end-experiment promote|keep``), to kill it midway."""
+        return self._start("-m", "support.promotion", step, *args)
 
     def start(self, *args: str) -> Started:
         """Start ``movierec ARGS``; its output goes to a log file under ``root``."""
+        return self._start("-m", "flows.cli", *args)
+
+    def _start(self, *args: str) -> Started:
         log = self.root / f"movierec-{time.monotonic_ns()}.log"
         with log.open("w") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "flows.cli", *args],
+                [sys.executable, *args],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -77,7 +87,13 @@ class Deployment:
 
     def run(self, *args: str, timeout: float = 300) -> tuple[int, str]:
         """Run ``movierec ARGS`` to the end: its exit code and output."""
-        started = self.start(*args)
+        return self._finish(self.start(*args), timeout)
+
+    def run_step(self, step: str, *args: str, timeout: float = 300) -> tuple[int, str]:
+        """Run one promotion step (:meth:`start_step`) to the end: its exit code and output."""
+        return self._finish(self.start_step(step, *args), timeout)
+
+    def _finish(self, started: Started, timeout: float) -> tuple[int, str]:
         try:
             code = started.process.wait(timeout)
         finally:
@@ -129,9 +145,10 @@ class Deployment:
         )
         return [run.info.run_id for run in found]
 
-    def served(self, store: str) -> dict[str, str]:
-        """The labels of the latest item of ``store`` (``models`` or ``bentos``); {} when none."""
-        directory = self.bentoml_home / store / NAME
+    def served(self, store: str, name: str = NAME) -> dict[str, str]:
+        """The labels of the latest item ``name`` of ``store`` (``models`` or ``bentos``); {}
+        when none."""
+        directory = self.bentoml_home / store / name
         try:
             version = (directory / "latest").read_text().strip()
             item = yaml.safe_load((directory / version / f"{store[:-1]}.yaml").read_text())
@@ -141,6 +158,13 @@ class Deployment:
 
     def served_version(self, store: str) -> str | None:
         return self.served(store).get("model_version")
+
+    def challenger(self) -> tuple[str | None, str | None]:
+        """The challenger the store holds and the one the latest Bento carries (None: none)."""
+        return (
+            self.served("models", f"{NAME}-challenger").get("model_version"),
+            self.served("bentos").get("challenger_version"),
+        )
 
 
 @dataclass(frozen=True)
@@ -203,3 +227,27 @@ def taste_groups_zip(path: Path, *, without: int | None = None) -> Path:
         archive.writestr("ml-100k/u.data", "".join(lines))
         archive.writestr("ml-100k/u.item", items)
     return path
+
+
+def _step(step: str, args: list[str]) -> None:
+    """One step of the promotion sequence against the deployment the environment names."""
+    from bentos import store
+    from recommender.settings import get_settings
+    from recommender.tracking import registry, runs
+
+    settings = get_settings()
+    client = runs.client(settings.mlflow_uri)
+    tag, catalog = settings.bento_model_tag, settings.catalog_table
+    if step == "reconcile":
+        store.reconcile_serving(client, NAME, catalog=catalog, model_tag=tag)
+    elif step == "end-experiment":
+        challenger = registry.running_challenger(client, NAME)
+        if challenger is None:
+            raise SystemExit("no experiment runs")
+        store.end_experiment(client, NAME, challenger, promote=args == ["promote"], model_tag=tag)
+    else:
+        raise SystemExit(f"unknown step {step!r}: reconcile or end-experiment promote|keep")
+
+
+if __name__ == "__main__":
+    _step(sys.argv[1], sys.argv[2:])

@@ -14,6 +14,7 @@ with the same k and the same data the metric ties, so it does not.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,48 @@ def test_a_packaging_failure_leaves_the_champion_where_it_was(deployment: Deploy
     run = client.get_run(client.get_model_version(NAME, "2").run_id)
     assert run.data.tags["promotion.promoted"] == "false"
     assert "catalog lacks" in run.data.tags["promotion.reason"]
+
+
+def test_a_kill_at_any_step_of_an_online_promotion_is_repaired(deployment: Deployment) -> None:
+    online = replace(deployment, settings={"MOVIEREC_PROMOTION": "online"})
+
+    # Killed after importing v2 as the challenger, before its experiment was recorded: the
+    # next run removes it (no experiment runs) and starts its own, v3's.
+    killed = online.start(*K10)
+    kill_when(killed, lambda: online.challenger()[0] == "2")
+    code, output = online.run(*K10)
+    assert code == 0, output
+    assert "v3 is the challenger of an experiment against champion v1" in output
+    _agree(online, "1")
+    assert online.challenger() == ("3", "3")
+
+    # Promotion killed after importing v3 as the champion's model: the reconcile puts v1 back
+    # and the experiment still runs, with v3 as the challenger.
+    killed = online.start_step("end-experiment", "promote")
+    kill_when(killed, lambda: online.served_version("models") == "3")
+    assert online.champion() == "1"
+    code, output = online.run_step("reconcile")
+    assert code == 0, output
+    _agree(online, "1")
+    assert online.challenger() == ("3", "3")
+
+    # Killed after moving champion (the last step, before the outcome tag): v3 is served alone.
+    killed = online.start_step("end-experiment", "promote")
+    kill_when(killed, lambda: online.champion() == "3", interval=0.01)
+    code, output = online.run_step("reconcile")
+    assert code == 0, output
+    _agree(online, "3")
+    assert online.challenger() == (None, None)
+
+    # Rollback, killed after packaging v1: v3 stays champion and served; the next one finishes.
+    killed = online.start("rollback")
+    with online.mlflow_writes_held():  # its next write, the alias, waits until the kill
+        kill_when(killed, lambda: online.served_version("bentos") == "1")
+    assert online.champion() == "3"
+    code, output = online.run_step("reconcile")
+    assert code == 0, output
+    _agree(online, "3")
+    code, output = online.run("rollback")
+    assert code == 0, output
+    assert "champion v3 -> v1" in output
+    _agree(online, "1")

@@ -72,3 +72,26 @@ def test_unknown_yaml_keys_are_refused(deployments: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("MOVIEREC_ENV", "prod")
     with pytest.raises(SettingsError, match="crawl_rate_limt"):
         get_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MOVIEREC_EXPERIMENT_MODE", "canary", "experiment_mode: Input should be 'off', 'shadow'"),
+        ("MOVIEREC_EXPERIMENT_SHARE", "0", "experiment_share: Input should be greater than or"),
+        ("MOVIEREC_EXPERIMENT_SHARE", "100", "experiment_share: Input should be less than or"),
+        ("MOVIEREC_EXPERIMENT_SALT", "a b", "experiment_salt: String should match pattern"),
+        ("MOVIEREC_PROMOTION", "manual", "promotion: Input should be 'offline' or 'online'"),
+        ("MOVIEREC_EXPERIMENT_ALPHA", "0.5", "experiment_alpha: Input should be less than 0.5"),
+    ],
+)
+def test_bad_experiment_settings_name_the_setting(
+    deployments: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        get_settings()
