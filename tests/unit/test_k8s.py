@@ -430,7 +430,7 @@ def test_the_stack_is_complete(render: Render) -> None:
         assert not render.flow_jobs
     else:
         render.get("Deployment", "prefect-worker")
-        assert len(render.flow_jobs) == 4  # data, training, batch prediction, monitoring
+        assert len(render.flow_jobs) == 5  # data, training, batch prediction, monitoring, rollback
 
 
 # --- policies on every container ---------------------------------------------------------------
