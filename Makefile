@@ -26,10 +26,12 @@ PROJECT_IMAGE := $(if $(REGISTRY),$(REGISTRY)/)movierec:$(IMAGE_TAG)
 # The model the Bento packages (the service's Settings.bento_model_tag).
 BENTO_MODEL_TAG := $(or $(MOVIEREC_BENTO_MODEL_TAG),movie-recommender:latest)
 
-.PHONY: help uv venv frontend demo test lint bench stack stack-down image image-bento image-project base-image
+.PHONY: help uv venv frontend demo experiment experiment-report test lint bench stack stack-down image image-bento image-project base-image
 
 help:
 	@echo "make demo   set up, run data + training on the embedded MovieLens sample, serve on :3000"
+	@echo "make experiment  after make demo: the popularity baseline as a challenger, served to half the users"
+	@echo "make experiment-report  the monitoring flow's report and decision on that experiment"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make lint   ruff over the project"
 	@echo "make bench  run the benchmarks under benchmarks/"
@@ -58,6 +60,21 @@ demo: venv frontend
 	$(UV) run movierec demo
 	@echo "Serving the champion: the page and the API on http://127.0.0.1:3000 (Ctrl-C stops it)"
 	$(UV) run bentoml serve bentos.service:MovieRecommender --host 127.0.0.1 --port 3000
+
+# An online experiment on the demo (docs/experiments.md): the demo's champion against the
+# popularity baseline, each shown to half of the users. The service and the monitoring flow must
+# read the same experiment settings, hence one variable for both.
+EXPERIMENT_ENV := MOVIEREC_EXPERIMENT_MODE=ab MOVIEREC_EXPERIMENT_SHARE=50 MOVIEREC_PROMOTION=online
+
+experiment: venv frontend
+	$(EXPERIMENT_ENV) $(UV) run movierec train --model popularity --trials 1
+	@echo "Serving champion and challenger on http://127.0.0.1:3000; in another shell:"
+	@echo "  uv run movierec simulate     # a simulated audience"
+	@echo "  make experiment-report      # the experiment's report and decision"
+	$(EXPERIMENT_ENV) MOVIEREC_TRUSTED_PROXY_HOPS=1 $(UV) run bentoml serve bentos.service:MovieRecommender --host 127.0.0.1 --port 3000
+
+experiment-report: venv
+	$(EXPERIMENT_ENV) $(UV) run movierec monitor
 
 test: venv frontend
 	cd frontend && npm test
