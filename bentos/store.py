@@ -406,9 +406,17 @@ def end_experiment(
     :func:`reconcile_serving` repairs: the experiment then still runs.
 
     Raises:
-        LookupError: ``promote`` but the store lacks the challenger's model (reconcile first).
+        LookupError: The version's experiment no longer runs (a newer challenger superseded
+            it, or it ended meanwhile), or ``promote`` but the store lacks the challenger's
+            model (reconcile first).
     """
     with promotion_lock():
+        running = registry.running_challenger(client, name)
+        if running is None or str(running.version) != str(challenger.version):
+            raise LookupError(
+                f"the experiment of v{challenger.version} no longer runs (now: "
+                f"{'v' + str(running.version) if running else 'none'}); nothing was changed"
+            )
         if promote:
             stored = _challenger(model_tag)
             if stored is None or not _is_version(dict(stored.info.labels), challenger):
