@@ -394,6 +394,10 @@ def start_experiment(
     return bento_tag
 
 
+class ExperimentEndedError(LookupError):
+    """The experiment to act on no longer runs; nothing was changed."""
+
+
 def end_experiment(
     client: MlflowClient, name: str, challenger: ModelVersion, *, promote: bool, model_tag: str
 ) -> str:
@@ -406,14 +410,14 @@ def end_experiment(
     :func:`reconcile_serving` repairs: the experiment then still runs.
 
     Raises:
-        LookupError: The version's experiment no longer runs (a newer challenger superseded
-            it, or it ended meanwhile), or ``promote`` but the store lacks the challenger's
-            model (reconcile first).
+        ExperimentEndedError: The version's experiment no longer runs (a newer challenger
+            superseded it, or it ended meanwhile).
+        LookupError: ``promote`` but the store lacks the challenger's model (reconcile first).
     """
     with promotion_lock():
         running = registry.running_challenger(client, name)
         if running is None or str(running.version) != str(challenger.version):
-            raise LookupError(
+            raise ExperimentEndedError(
                 f"the experiment of v{challenger.version} no longer runs (now: "
                 f"{'v' + str(running.version) if running else 'none'}); nothing was changed"
             )

@@ -121,17 +121,12 @@ def _experiment(
     )
     result["action"] = None
     if settings.promotion == "online" and result["decision"] in ("promote", "keep champion"):
-        promote = result["decision"] == "promote"
-        bento_tag = monitoring.end_experiment(
+        result["action"] = monitoring.end_experiment(
             settings.mlflow_uri,
             name,
             running["challenger"],
             settings.catalog_table,
-            promote=promote,
+            promote=result["decision"] == "promote",
             bento_model_tag=settings.bento_model_tag,
-        )
-        result["action"] = (
-            f"{'promoted' if promote else 'kept the champion over'} v{running['challenger']}; "
-            f"Bento {bento_tag} (redeploy or restart the service to serve it)"
         )
     return result

@@ -132,19 +132,23 @@ def end_experiment(
     promote: bool,
     bento_model_tag: str,
 ) -> str:
-    """Act on the decision through the resumable sequence (reconciled first); the Bento tag."""
+    """Act on the decision through the resumable sequence (reconciled first); what was done."""
     client = runs.client(tracking_uri)
     store.reconcile_serving(client, name, catalog=catalog, model_tag=bento_model_tag)
     version = client.get_model_version(name, challenger)
-    bento_tag = store.end_experiment(
-        client, name, version, promote=promote, model_tag=bento_model_tag
-    )
+    try:
+        bento_tag = store.end_experiment(
+            client, name, version, promote=promote, model_tag=bento_model_tag
+        )
+    except store.ExperimentEndedError as exc:  # superseded since the analysis: not an error
+        return f"none: {exc}"
     emit_event(
         event=report.EXPERIMENT_PROMOTED if promote else report.EXPERIMENT_KEPT,
         resource=report.event_resource(name),
         payload={"challenger": challenger, "bento_tag": bento_tag},
     )
-    return bento_tag
+    verb = "promoted" if promote else "kept the champion over"
+    return f"{verb} v{challenger}; Bento {bento_tag} (redeploy or restart the service to serve it)"
 
 
 @task(cache_policy=NO_CACHE)
