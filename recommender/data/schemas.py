@@ -351,3 +351,23 @@ def validation_summary_markdown(results: Iterable[ValidationResult]) -> str:
 
 def _top_reasons(summary: dict[str, Any], *, n: int = 3) -> list[str]:
     return [f"{reason} ({count})" for reason, count in list(summary["reasons"].items())[:n]]
+
+
+def valid_ratings(
+    ratings: pl.DataFrame, *, source: object, max_rejected_fraction: float
+) -> pl.DataFrame:
+    """The ratings (of MovieLens ``source``, named in messages) that pass :class:`RatingsSchema`.
+
+    Raises:
+        TooManyRejectedError: More than ``max_rejected_fraction`` of them are invalid.
+        ValueError: None is valid.
+    """
+    valid = validate_frame(
+        ratings,
+        RatingsSchema,
+        name=f"ratings of {source}",
+        max_rejected_fraction=max_rejected_fraction,
+    ).valid
+    if valid.is_empty():
+        raise ValueError(f"{source} has no valid ratings")
+    return valid

@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from recommender.data.movielens import MovieLensData, SourceInfo, load_movielens
-from recommender.data.schemas import RatingsSchema, validate_frame
+from recommender.data.schemas import valid_ratings
 from recommender.modeling.splits import split_interactions
 from recommender.settings import EMBEDDED_MOVIELENS
 
@@ -225,14 +225,9 @@ def load_split(
         ValueError: No valid ratings, or no user holds out a movie.
     """
     data = load_movielens(source, cache_dir=cache_dir)
-    ratings = validate_frame(
-        data.ratings,
-        RatingsSchema,
-        name=f"ratings of {source}",
-        max_rejected_fraction=max_rejected_fraction,
-    ).valid
-    if ratings.is_empty():
-        raise ValueError(f"{source} has no valid ratings to draw an audience from")
+    ratings = valid_ratings(
+        data.ratings, source=source, max_rejected_fraction=max_rejected_fraction
+    )
     return data, split_audience(ratings, test_fraction=test_fraction, seed=seed)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from recommender.data.movielens import load_movielens
-from recommender.data.schemas import RatingsSchema, validate_frame
+from recommender.data.schemas import valid_ratings
 from recommender.modeling.als import ALSConfig, train_als
 from recommender.modeling.baselines import ITEM_KNN_PARAMS, item_knn_top_k, popularity_top_k
 from recommender.modeling.metrics import (
@@ -259,13 +259,8 @@ def evaluate_ratings_source(
         ValueError: The dataset has no valid ratings.
     """
     data = load_movielens(source, cache_dir=cache_dir)
-    ratings = validate_frame(
-        data.ratings,
-        RatingsSchema,
-        name=f"ratings of {source}",
-        max_rejected_fraction=max_rejected_fraction,
-    ).valid
-    if ratings.is_empty():
-        raise ValueError(f"{source} has no valid ratings to evaluate on")
+    ratings = valid_ratings(
+        data.ratings, source=source, max_rejected_fraction=max_rejected_fraction
+    )
     name = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zip")
     return evaluate_models(ratings, protocol, dataset=name)
