@@ -6,10 +6,11 @@ the service loads (``Settings.bento_model_tag``, by default ``movie-recommender:
 served-model format is :mod:`recommender.serving.bundle`.
 
 Promotion is resumable (convention 17, docs/promotion.md): :func:`package_and_promote` packages
-the challenger first and moves the registry's ``champion`` alias last, and
-:func:`reconcile_serving`, run at the start of every training run, packages the champion again
-whenever the store's latest model or Bento is not the champion, so a run killed (or failed) at
-any step leaves nothing that the next run does not repair.
+the challenger first and moves the registry's ``champion`` alias (or starts its online
+experiment) last, :func:`end_experiment` acts on an experiment's decision in the same order, and
+:func:`reconcile_serving`, run at the start of every training run, packages the champion (and
+the challenger under experiment) again whenever the store's latest model or Bento is not it,
+so a run killed (or failed) at any step leaves nothing that the next run does not repair.
 """
 
 from __future__ import annotations
@@ -216,13 +217,15 @@ def package(
     labels: dict[str, str],
     metadata: dict[str, Any],
     model_tag: str,
+    name: str = REGISTERED_MODEL_NAME,
 ) -> str:
-    """Import the model (it becomes the store's latest) and build the Bento; returns its tag.
+    """Import the model as BentoML model ``name`` (it becomes that name's latest) and build the
+    Bento; returns its tag.
 
     When the build fails the imported model is deleted again, so the store's latest model is
     what it was before.
     """
-    imported = import_model(model_dir, catalog, labels=labels, metadata=metadata)
+    imported = import_model(model_dir, catalog, name=name, labels=labels, metadata=metadata)
     try:
         return build_bento(model_tag=model_tag)
     except (BentoMLException, OSError, ValueError):
@@ -239,31 +242,51 @@ def package_and_promote(
     model_dir: Path,
     catalog: Path,
     model_tag: str,
+    online: bool = False,
+    superseded: str | None = None,
 ) -> str:
-    """Package the challenger the gate passed, then move ``champion`` to it; returns the Bento tag.
+    """Package the registered challenger, then (last) move ``champion`` to it or, ``online``,
+    start its experiment (docs/experiments.md); returns the Bento tag.
+
+    Offline, the model is imported as the champion's BentoML model. Online, it is imported as
+    the challenger beside the champion (:func:`~recommender.serving.bundle.challenger_tag`),
+    replacing the challenger of an experiment that still runs (version ``superseded``, then
+    tagged so), and the version is tagged ``experiment=running``.
 
     Raises:
         PackagingError: The model could not be imported or the Bento not built (e.g. the
-            catalog lacks a movie the model recommends); ``champion`` stays where it was and
-            the run and version are tagged with the reason.
+            catalog lacks a movie the model recommends); ``champion`` stays where it was (and
+            no experiment starts), and the run and version are tagged with the reason.
     """
     labels = lineage_labels(
         model_version=decision.version, run_id=run_id, feature_version=feature_version
     )
+    name = _model_name(challenger_tag(model_tag) if online else model_tag)
     with promotion_lock():
         try:
+            if online:
+                remove_challengers(model_tag)
             bento_tag = package(
                 model_dir,
                 catalog,
                 labels=labels,
                 metadata={"validation_ndcg": decision.challenger_ndcg},
                 model_tag=model_tag,
+                name=name,
             )
         except (BentoMLException, OSError, ValueError) as exc:
             reason = registry.record_packaging_failure(client, decision, run_id, exc)
             raise PackagingError(reason) from exc
+        if superseded is not None:
+            registry.end_experiment(
+                client, decision.registered_model, superseded, f"superseded by v{decision.version}"
+            )
         client.set_tag(run_id, "bento_tag", bento_tag)
-        registry.promote(client, decision, run_id)  # last: the champion is servable by now
+        # last: the model is servable by now
+        if online:
+            registry.start_experiment(client, decision, run_id)
+        else:
+            registry.promote(client, decision, run_id)
     return bento_tag
 
 
@@ -345,53 +368,6 @@ def reconcile_serving(
         bento_tag = build_bento(model_tag=model_tag)
     client.set_tag(champion.run_id, "bento_tag", bento_tag)
     return removed, bento_tag
-
-
-def start_experiment(
-    client: MlflowClient,
-    decision: registry.PromotionDecision,
-    *,
-    run_id: str,
-    feature_version: str,
-    model_dir: Path,
-    catalog: Path,
-    model_tag: str,
-    superseded: str | None = None,
-) -> str:
-    """Package the new challenger beside the champion, then record that its experiment runs
-    (online promotion, docs/experiments.md); returns the Bento tag.
-
-    A challenger still under experiment (version ``superseded``) is replaced and tagged so.
-
-    Raises:
-        PackagingError: The model could not be imported or the Bento not built; the store and
-            the Bento go back to the champion alone.
-    """
-    labels = lineage_labels(
-        model_version=decision.version, run_id=run_id, feature_version=feature_version
-    )
-    with promotion_lock():
-        try:
-            remove_challengers(model_tag)
-            import_model(
-                model_dir,
-                catalog,
-                name=_model_name(challenger_tag(model_tag)),
-                labels=labels,
-                metadata={"validation_ndcg": decision.challenger_ndcg},
-            )
-            bento_tag = build_bento(model_tag=model_tag)
-        except (BentoMLException, OSError, ValueError) as exc:
-            remove_challengers(model_tag)
-            reason = registry.record_packaging_failure(client, decision, run_id, exc)
-            raise PackagingError(reason) from exc
-        if superseded is not None:
-            registry.end_experiment(
-                client, decision.registered_model, superseded, f"superseded by v{decision.version}"
-            )
-        client.set_tag(run_id, "bento_tag", bento_tag)
-        registry.start_experiment(client, decision, run_id)  # last: both are servable by now
-    return bento_tag
 
 
 class ExperimentEndedError(LookupError):

@@ -120,23 +120,9 @@ def training_flow(
     training.publish_training_report(report, decision)
     bento_tag = None
     experiment = online and decision.champion_version is not None
-    if experiment:
-        bento_tag = training.start_experiment(
-            tracking_uri,
-            model_dir,
-            settings.catalog_table,
-            run_id,
-            decision,
-            feature_set.version,
-            bento_model_tag=settings.bento_model_tag,
-            superseded=superseded,
-        )
-        print(
-            f"Online promotion: v{decision.version} is the challenger of an experiment against "
-            f"champion v{decision.champion_version} (Bento {bento_tag}); serve it with "
-            "MOVIEREC_EXPERIMENT_MODE=ab or shadow, and `movierec monitor` decides."
-        )
-    elif decision.promoted:  # package first, move champion last
+    if (
+        experiment or decision.promoted
+    ):  # package first; champion moves (or the experiment starts) last
         bento_tag = training.package_and_promote(
             tracking_uri,
             model_dir,
@@ -145,7 +131,16 @@ def training_flow(
             decision,
             feature_set.version,
             bento_model_tag=settings.bento_model_tag,
+            online=experiment,
+            superseded=superseded,
         )
+    if experiment:
+        print(
+            f"Online promotion: v{decision.version} is the challenger of an experiment against "
+            f"champion v{decision.champion_version} (Bento {bento_tag}); serve it with "
+            "MOVIEREC_EXPERIMENT_MODE=ab or shadow, and `movierec monitor` decides."
+        )
+    elif decision.promoted:
         print(f"Built Bento {bento_tag} with the new champion (bentoml serve {bento_tag}).")
     als = report.to_dict()["models"]["als"]
     print(

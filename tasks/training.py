@@ -164,8 +164,11 @@ def package_and_promote(
     feature_version: str,
     *,
     bento_model_tag: str,
+    online: bool,
+    superseded: str | None,
 ) -> str:
-    """Import the challenger into BentoML, build the Bento, then move ``champion`` to it."""
+    """Import the challenger into BentoML, build the Bento, then move ``champion`` to it (or,
+    ``online``, start its experiment)."""
     return store.package_and_promote(
         runs.client(tracking_uri),
         decision,
@@ -174,6 +177,8 @@ def package_and_promote(
         model_dir=model_dir,
         catalog=catalog,
         model_tag=bento_model_tag,
+        online=online,
+        superseded=superseded,
     )
 
 
@@ -182,31 +187,6 @@ def running_challenger(tracking_uri: str, name: str) -> str | None:
     """The version under online experiment, if one runs."""
     version = registry.running_challenger(runs.client(tracking_uri), name)
     return None if version is None else str(version.version)
-
-
-@task(cache_policy=NO_CACHE)
-def start_experiment(
-    tracking_uri: str,
-    model_dir: Path,
-    catalog: Path,
-    run_id: str,
-    decision: registry.PromotionDecision,
-    feature_version: str,
-    *,
-    bento_model_tag: str,
-    superseded: str | None,
-) -> str:
-    """Package the challenger beside the champion and start its online experiment."""
-    return store.start_experiment(
-        runs.client(tracking_uri),
-        decision,
-        run_id=run_id,
-        feature_version=feature_version,
-        model_dir=model_dir,
-        catalog=catalog,
-        model_tag=bento_model_tag,
-        superseded=superseded,
-    )
 
 
 @task(cache_policy=NO_CACHE)
