@@ -1,9 +1,11 @@
 """What the HTTP API does, without BentoML: request and response models, validation and
 response shaping.
 
-:class:`RecommenderAPI` holds a loaded :class:`~recommender.modeling.als.ALSRecommender` and the
-:class:`~recommender.serving.catalog.Catalog` and has one method per endpoint, each taking its
-request model and returning its response model. A request the service understood but cannot
+:class:`RecommenderAPI` holds the champion (a :class:`ServedModel`: the loaded
+:class:`~recommender.modeling.als.ALSRecommender` and its
+:class:`~recommender.serving.catalog.Catalog`), and during an experiment a challenger with the
+:class:`Routing` between them, and has one method per endpoint, each taking its request model
+and returning its response model. A request the service understood but cannot
 serve raises :class:`RequestError` with the HTTP status to answer (404 for ids it does not know,
 422 for a value it cannot use, such as an unknown genre); malformed requests never get this far,
 their pydantic models refuse them. What a served model directory holds is
