@@ -206,14 +206,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
         same_split = f"--test-fraction {test_fraction:g} --split-seed {split_seed}"
         ratings = f" --ratings {args.ratings}" if args.ratings else ""
-        print("next:")
+        print("next (training and serving must share one BentoML home):")
+        print("  export BENTOML_HOME=var/bentoml")
         print(f"  movierec data --ratings {out} --no-crawl")
         print("  movierec train")
         # Trusted hops 1: each simulated user's X-Forwarded-For makes it a client of its own
         # for the feedback rate limit, instead of all of them sharing 127.0.0.1's.
         print(
-            "  MOVIEREC_TRUSTED_PROXY_HOPS=1 BENTOML_HOME=var/bentoml "
-            "bentoml serve bentos.service:MovieRecommender   # in another terminal"
+            "  MOVIEREC_TRUSTED_PROXY_HOPS=1 bentoml serve bentos.service:MovieRecommender"
+            "   # in another terminal, with the same BENTOML_HOME"
         )
         print(f"  movierec simulate{ratings} {same_split}")
         return 0

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow
 
 from flows.batch_prediction import batch_prediction_flow
-from recommender.experiments.analysis import ExperimentConfig
+from recommender.experiments.analysis import KEEP, PROMOTE, ExperimentConfig
 from recommender.experiments.assignment import experiment_id
 from recommender.monitoring import report
 from recommender.settings import Settings, get_settings
@@ -120,13 +120,13 @@ def _experiment(
         interactions=interactions,
     )
     result["action"] = None
-    if settings.promotion == "online" and result["decision"] in ("promote", "keep champion"):
+    if settings.promotion == "online" and result["decision"] in (PROMOTE, KEEP):
         result["action"] = monitoring.end_experiment(
             settings.mlflow_uri,
             name,
             running["challenger"],
             settings.catalog_table,
-            promote=result["decision"] == "promote",
+            promote=result["decision"] == PROMOTE,
             bento_model_tag=settings.bento_model_tag,
         )
     return result

@@ -38,13 +38,7 @@ from scipy.special import chdtrc
 
 from recommender.experiments.assignment import CHALLENGER, CHAMPION
 from recommender.monitoring.beyond_accuracy import average_popularity, novelty
-from recommender.monitoring.online import Z_95, attribute, wilson_interval
-from recommender.serving.impressions import IMPRESSIONS
-
-EXPERIMENT_IMPRESSIONS = IMPRESSIONS
-"""The impression log with the experiment columns (``experiment``, ``arm``, ``shadow_version``,
-``shadow_movie_ids``): the 11 columns the analysis reads. The service's own schema, defined once
-in :mod:`recommender.serving.impressions`."""
+from recommender.monitoring.online import Z_95, attribute, impression_outcomes, wilson_interval
 
 PROMOTE = "promote"
 KEEP = "keep champion"
@@ -416,19 +410,6 @@ def _feedback(feedback: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _attributed_per_impression(impressions: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame:
-    """``impression_id``, ``clicked``, ``liked``: whether any attributed click (like) answers it."""
-    return (
-        attribute(impressions, _feedback(feedback))
-        .filter(pl.col("rank").is_not_null())
-        .group_by("impression_id")
-        .agg(
-            (pl.col("event") == "click").any().alias("clicked"),
-            (pl.col("event") == "like").any().alias("liked"),
-        )
-    )
-
-
 def user_outcomes(
     impressions: pl.DataFrame, feedback: pl.DataFrame, *, experiment: str
 ) -> pl.DataFrame:
@@ -438,7 +419,8 @@ def user_outcomes(
     (:func:`recommender.monitoring.online.attribute`). Impressions without an arm are left out.
     """
     shown = _experiment_impressions(impressions, experiment)
-    answered = _attributed_per_impression(shown, feedback)
+    events = attribute(shown, _feedback(feedback))
+    answered = impression_outcomes(events.filter(pl.col("rank").is_not_null()))
     return (
         shown.select("impression_id", "arm", "user_key")
         .join(answered, on="impression_id", how="left")
@@ -647,7 +629,7 @@ def experiment_report(
             **shadow_agreement(impressions, experiment=experiment, k=k, feedback=feedback),
             "lists": shadow_list_quality(impressions, experiment=experiment, popularity=popularity),
         }
-        report["decision"], report["reason"] = "continue", SHADOW_REASON
+        report["decision"], report["reason"] = CONTINUE, SHADOW_REASON
     return report
 
 

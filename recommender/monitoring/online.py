@@ -49,6 +49,16 @@ def attribute(impressions: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame
     return feedback.join(shown, on=["impression_id", "movie_id"], how="left")
 
 
+def impression_outcomes(attributed: pl.DataFrame) -> pl.DataFrame:
+    """``impression_id``, ``clicked``, ``liked``, ``positive`` (click or like): whether any of
+    the attributed events (:func:`attribute`, rank not null) answering the impression is one."""
+    return attributed.group_by("impression_id").agg(
+        (pl.col("event") == "click").any().alias("clicked"),
+        (pl.col("event") == "like").any().alias("liked"),
+        pl.col("event").is_in(POSITIVE_EVENTS).any().alias("positive"),
+    )
+
+
 def online_quality(
     impressions: pl.DataFrame, feedback: pl.DataFrame, *, bucket: str = "1h"
 ) -> dict[str, object]:
@@ -64,11 +74,7 @@ def online_quality(
     """
     events = attribute(impressions, feedback)
     attributed = events.filter(pl.col("rank").is_not_null())
-    per_impression = attributed.group_by("impression_id").agg(
-        (pl.col("event") == "click").any().alias("clicked"),
-        (pl.col("event") == "like").any().alias("liked"),
-        pl.col("event").is_in(POSITIVE_EVENTS).any().alias("positive"),
-    )
+    per_impression = impression_outcomes(attributed)
     shown = impressions.join(per_impression, on="impression_id", how="left").with_columns(
         pl.col("clicked", "liked", "positive").fill_null(False)
     )

@@ -421,6 +421,7 @@ class RecommenderAPI:
             result = rank(served)
         impression_id = new_impression_id()
         items = result.items
+        experiment = self.experiment if self._in_experiment(user) else None
         if self.impressions is not None:
             shadow = self._shadow(rank)
             self.impressions(
@@ -431,7 +432,7 @@ class RecommenderAPI:
                     model_version=served.version,
                     movie_ids=[movie_id for movie_id, _ in items],
                     fallback=result.fallback,
-                    experiment=self.experiment if self._in_experiment(user) else None,
+                    experiment=experiment,
                     arm=arm,
                     shadow=shadow,
                 )
@@ -439,7 +440,7 @@ class RecommenderAPI:
         return RecommendationsResponse(
             model_version=served.version,
             arm=arm,
-            experiment=self.experiment if self._in_experiment(user) else None,
+            experiment=experiment,
             impression_id=impression_id,
             fallback=result.fallback,
             movies=[

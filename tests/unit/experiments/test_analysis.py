@@ -11,7 +11,6 @@ from scipy.stats import chisquare
 
 from recommender.experiments.analysis import (
     CONTINUE,
-    EXPERIMENT_IMPRESSIONS,
     KEEP,
     PROMOTE,
     ExperimentConfig,
@@ -33,6 +32,7 @@ from recommender.experiments.analysis import (
 from recommender.monitoring.beyond_accuracy import item_popularity
 from recommender.monitoring.online import wilson_interval
 from recommender.monitoring.report import experiment_lines
+from recommender.serving.impressions import IMPRESSIONS
 
 EXPERIMENT = "v1-vs-v2"
 FEEDBACK_SCHEMA = pl.Schema(
@@ -64,7 +64,7 @@ def impressions(*rows: dict[str, object]) -> pl.DataFrame:
         }
         for row in rows
     ]
-    return pl.DataFrame(full, schema=EXPERIMENT_IMPRESSIONS)
+    return pl.DataFrame(full, schema=IMPRESSIONS)
 
 
 def feedback(*rows: tuple[str | None, int, str]) -> pl.DataFrame:
@@ -91,7 +91,7 @@ def bernoulli(users: int, clicks: int) -> RatioMetric:
 
 
 def test_the_schema_has_the_eleven_columns() -> None:
-    assert EXPERIMENT_IMPRESSIONS.names() == [
+    assert IMPRESSIONS.names() == [
         "impression_id",
         "timestamp",
         "endpoint",
@@ -308,7 +308,7 @@ def test_analyze_composes_a_json_report() -> None:
 
 def test_analyze_of_empty_inputs_continues() -> None:
     report = analyze(
-        EXPERIMENT_IMPRESSIONS.to_frame(),
+        IMPRESSIONS.to_frame(),
         FEEDBACK_SCHEMA.to_frame(),
         experiment=EXPERIMENT,
         config=ExperimentConfig(share=10),
@@ -361,7 +361,7 @@ def test_shadow_agreement_of_disjoint_and_of_no_lists() -> None:
     assert (agreement["overlap_at_k"], agreement["rank_biased_overlap"]) == (0.0, 0.0)
     assert "clicks" not in agreement
     empty = shadow_agreement(
-        EXPERIMENT_IMPRESSIONS.to_frame(),
+        IMPRESSIONS.to_frame(),
         experiment=EXPERIMENT,
         k=10,
         feedback=FEEDBACK_SCHEMA.to_frame(),
@@ -441,7 +441,7 @@ def test_in_ab_mode_the_report_is_the_analysis() -> None:
 
 def test_the_report_lines_name_the_verdict_and_survive_missing_figures() -> None:
     empty = experiment_report(
-        EXPERIMENT_IMPRESSIONS.to_frame(),
+        IMPRESSIONS.to_frame(),
         FEEDBACK_SCHEMA.to_frame(),
         experiment=EXPERIMENT,
         mode="ab",

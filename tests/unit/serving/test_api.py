@@ -19,7 +19,7 @@ from recommender.data.catalog import CATALOG_COLUMNS
 from recommender.data.feedback import FeedbackEvent, read_events
 from recommender.data.logs import log_files
 from recommender.experiments.assignment import assign
-from recommender.modeling.als import ALSConfig, ALSRecommender, train_als
+from recommender.modeling.als import ALSConfig, ALSRecommender, train_als, train_popularity
 from recommender.serving.api import (
     MAX_CLOCK_SKEW_S,
     MAX_EVENT_AGE_S,
@@ -354,13 +354,18 @@ def test_feedback_times_within_the_window_are_kept() -> None:
 
 # --- experiments: a challenger beside the champion -----------------------------------------
 def _experiment_api(
-    model: ALSRecommender, tmp_path: Path, routing: Routing, *, challenger_version: str = "8"
+    model: ALSRecommender,
+    tmp_path: Path,
+    routing: Routing,
+    *,
+    challenger_version: str = "8",
+    challenger_model: ALSRecommender | None = None,
 ) -> tuple[RecommenderAPI, list[dict[str, object]]]:
     records: list[dict[str, object]] = []
     catalog = Catalog(catalog_frame(), image_base_url=IMAGES)
     api = RecommenderAPI(
         ServedModel(model, catalog, "7"),
-        challenger=ServedModel(model, catalog, challenger_version),
+        challenger=ServedModel(challenger_model or model, catalog, challenger_version),
         routing=routing,
         feedback_log=tmp_path / "events.jsonl",
         impressions=records.append,
@@ -404,16 +409,26 @@ def test_a_visitor_without_user_or_session_is_not_in_the_experiment(
 def test_shadow_mode_shows_the_champion_and_logs_the_challengers_list(
     model: ALSRecommender, tmp_path: Path
 ) -> None:
-    api, records = _experiment_api(model, tmp_path, Routing(mode="shadow"))
+    popularity = train_popularity(
+        checkerboard.interactions((0,)), config=ALSConfig(), movies=checkerboard.genres()
+    )
+    api, records = _experiment_api(
+        model, tmp_path, Routing(mode="shadow"), challenger_model=popularity
+    )
     for u in range(4):
         response = api.recommend(RecommendRequest(user_id=user(u), k=3))
         assert (response.arm, response.model_version) == ("champion", "7")
         assert response.experiment == "v7-vs-v8"
+        assert ids(response) == model.recommend(user(u), k=3).movie_ids
     similar = api.similar(SimilarRequest(movie_id=movie(2), k=3))
     for record in records:
         assert record["shadow_version"] == "8"
-        assert record["shadow_movie_ids"] == record["movie_ids"]  # the same model in both arms
+    # each list logged is the challenger's own ranking of the same request, not the shown one
+    for u, record in enumerate(records[:4]):
+        assert record["shadow_movie_ids"] == popularity.recommend(user(u), k=3).movie_ids
+    assert any(r["shadow_movie_ids"] != r["movie_ids"] for r in records[:4])
     assert records[-1]["movie_ids"] == ids(similar)
+    assert records[-1]["shadow_movie_ids"] == popularity.similar(movie(2), k=3).movie_ids
 
 
 def test_without_an_experiment_the_challenger_is_not_used(
