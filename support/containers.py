@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from support.servers import READY_IN_A_ROW, readiness_streak
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_CONTAINERS = "MOVIEREC_REQUIRE_CONTAINERS"
@@ -99,19 +99,18 @@ def image_size_mb(image: str) -> float:
 
 
 def wait_ready(container: str, url: str, *, timeout: float) -> None:
-    """Poll ``url`` (a health endpoint the container serves) until it answers 200.
+    """Poll ``url`` (a health endpoint the container serves) until it answers 200
+    :data:`~support.servers.READY_IN_A_ROW` times in a row (every worker has loaded).
 
     Raises:
         RuntimeError: The container stopped, or did not answer within ``timeout`` seconds (the
             message holds its log).
     """
-    start = time.monotonic()
+    start, ready = time.monotonic(), 0
     while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+        ready = readiness_streak(url, ready, timeout=2)
+        if ready >= READY_IN_A_ROW:
+            return
         running = docker("inspect", "--format", "{{.State.Running}}", container) == "true"
         if not running or time.monotonic() - start > timeout:
             logs = subprocess.run(
@@ -123,4 +122,4 @@ def wait_ready(container: str, url: str, *, timeout: float) -> None:
             )
             state = "stopped" if not running else f"not ready in {timeout} s"
             raise RuntimeError(f"container {container} {state}:\n{logs.stdout}{logs.stderr}")
-        time.sleep(0.2)
+        time.sleep(0.05 if ready else 0.2)

@@ -23,6 +23,9 @@ from starlette.types import ASGIApp
 from recommender.settings import configure_process
 
 HOST = "127.0.0.1"
+READY_IN_A_ROW = 20
+"""Consecutive 200s from ``/readyz``, each on a new connection, that count as every worker ready
+(a worker still loading would have had to be passed over by all of them)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,15 @@ def isolated_env(home: Path) -> dict[str, str]:
     return dict(os.environ)
 
 
+def readiness_streak(url: str, streak: int, *, timeout: float = 5) -> int:
+    """``streak + 1`` when the health endpoint ``url`` answers 200 on a new connection, else 0:
+    ready means :data:`READY_IN_A_ROW` in a row."""
+    try:
+        return streak + 1 if httpx.get(url, timeout=timeout).status_code == 200 else 0
+    except httpx.TransportError:
+        return 0
+
+
 def free_port() -> int:
     """A port that was free on the loopback interface a moment ago."""
     with socket.socket() as sock:
@@ -81,7 +93,9 @@ def running_server(
     wait_ready: bool = True,
 ) -> Iterator[str]:
     """Start ``command`` in its own process group and yield its base URL once ``/readyz`` is 200
-    (at once with ``wait_ready=False``).
+    (at once with ``wait_ready=False``) on :data:`READY_IN_A_ROW` new connections in a row:
+    each worker of ``bentoml serve`` loads its model on its own and answers its own probes, so
+    one 200 can come from one ready worker while another still answers 503.
 
     The group is terminated (then killed after 30 s) on exit; its output goes to ``log``.
 
@@ -95,17 +109,16 @@ def running_server(
         )
     try:
         deadline = time.monotonic() + timeout
+        ready = 0
         while wait_ready:
             if process.poll() is not None:
                 raise RuntimeError(f"{command[:4]} exited with {process.returncode}; see {log}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            ready = readiness_streak(f"{url}/readyz", ready)
+            if ready >= READY_IN_A_ROW:
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url}/readyz not ready in {timeout} s; see {log}")
-            time.sleep(0.2)
+            time.sleep(0.05 if ready else 0.2)
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group is gone (a kill -9 test)
